@@ -30,7 +30,8 @@ pub struct NodeSpec {
     pub timeout: Option<Duration>,
     pub interrupt_before: bool,
     pub interrupt_after: bool,
-    /// Nodes this node may `goto`, declared so that reachability checks know them.
+    /// Nodes this node may `goto`, so that reachability checks know them; names
+    /// that are not nodes are ignored here (a `goto` to them fails at run time).
     pub may_goto: Vec<String>,
 }
 
@@ -206,11 +207,6 @@ impl Graph {
             if !seen.insert(&n.name) {
                 errors.push(err(format!("node `{}` is declared twice", n.name), Some(&n.name), None));
             }
-            for g in &n.may_goto {
-                if g != END && self.node(g).is_none() {
-                    errors.push(err(format!("node `{}` may goto unknown node `{g}`", n.name), Some(&n.name), None));
-                }
-            }
         }
         if self.entry.is_empty() {
             errors.push(err("the graph has no entry node".into(), None, None));
@@ -242,7 +238,7 @@ impl Graph {
             }
         }
         for n in &self.nodes {
-            for t in n.may_goto.iter().filter(|t| *t != END) {
+            for t in n.may_goto.iter().filter(|t| idx.contains_key(t.as_str())) {
                 g.add_edge(idx[n.name.as_str()], idx[t.as_str()], None);
             }
         }

@@ -20,6 +20,7 @@ pub mod runs;
 pub mod runtime;
 pub mod state;
 pub mod task;
+pub mod tool;
 
 pub use channel::{ChannelSpec, Reducer};
 pub use checkpoint::{Blob, ChannelBlob, Checkpoint, CheckpointSource, Checkpointer, Retention};
@@ -34,6 +35,7 @@ pub use runs::{Approval, ApprovalStatus, Decision, DecisionAction, Run, RunStatu
 pub use runtime::Runtime;
 pub use state::State;
 pub use task::{Interrupt, InterruptKind, TaskResult, TaskSpec};
+pub use tool::{Tool, ToolCall};
 
 /// Milliseconds since the Unix epoch, the one timestamp format of the store.
 pub fn now_ms() -> i64 {

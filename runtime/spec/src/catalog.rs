@@ -1,0 +1,82 @@
+//! A catalog of definitions found in directories (`CREWGRAPH_DEFINITIONS`,
+//! default `crews:graphs`), looked up by name or by file path.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::error::{SpecError, SpecErrors};
+use crate::graph_file::{GraphDef, parse_graph};
+use crate::nodes::Registry;
+use crate::yaml::Loc;
+
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Graph name -> file that defines it.
+    files: BTreeMap<String, PathBuf>,
+}
+
+impl Catalog {
+    /// Indexes every `*.yaml` / `*.yml` file in `dirs` by its `name:`. Files
+    /// that do not parse are skipped here; they fail when used or validated.
+    pub fn scan(dirs: &[PathBuf]) -> Self {
+        let mut files = BTreeMap::new();
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            paths.sort();
+            for p in paths {
+                if !matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                    continue;
+                }
+                if let Some(name) = std::fs::read_to_string(&p).ok().and_then(|t| declared_name(&t)) {
+                    files.entry(name).or_insert(p);
+                }
+            }
+        }
+        Self { files }
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.files.keys().map(String::as_str)
+    }
+
+    pub fn path_of(&self, name: &str) -> Option<&Path> {
+        self.files.get(name).map(PathBuf::as_path)
+    }
+
+    /// Resolves `name_or_path`: an existing file path, else a graph name.
+    pub fn resolve(&self, name_or_path: &str) -> Option<PathBuf> {
+        let p = Path::new(name_or_path);
+        if p.is_file() {
+            return Some(p.to_path_buf());
+        }
+        self.path_of(name_or_path).map(Path::to_path_buf)
+    }
+
+    /// Loads and compiles a graph by name or path.
+    pub fn load(&self, name_or_path: &str, registry: &Registry) -> Result<GraphDef, SpecErrors> {
+        self.load_at(name_or_path, registry, 0)
+    }
+
+    pub(crate) fn compile_nested(&self, name: &str, registry: &Registry, depth: u32) -> Result<crewgraph_engine::Graph, SpecErrors> {
+        self.load_at(name, registry, depth).map(|d| (*d.graph).clone())
+    }
+
+    fn load_at(&self, name_or_path: &str, registry: &Registry, depth: u32) -> Result<GraphDef, SpecErrors> {
+        let path = self.resolve(name_or_path).ok_or_else(|| {
+            let known: Vec<&str> = self.names().collect();
+            SpecError::at(name_or_path, Loc { line: 1, column: 1 }, format!("unknown graph `{name_or_path}` (known: {})", known.join(", ")))
+        })?;
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|e| SpecError::at(&file, Loc { line: 1, column: 1 }, format!("cannot read: {e}")))?;
+        parse_graph(&file, &text, registry, Some(self), depth)
+    }
+}
+
+/// The top-level `name:` of a definition, read without a full parse.
+fn declared_name(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("name:"))
+        .map(|n| n.trim().trim_matches(['"', '\'']).to_string())
+        .filter(|n| !n.is_empty())
+}

@@ -1,0 +1,71 @@
+//! `approval`: stops the run until a reviewer decides, then writes the
+//! decision (`{action, value, comment}`) to a channel for edges to route on.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use crewgraph_engine::{Node, NodeContext, NodeError, NodeOutput};
+use serde_json::{Map, Value, json};
+
+use super::{BuildCtx, BuiltNode, template};
+use crate::error::SpecError;
+use crate::template::{Scope, ValueTemplate};
+use crate::yaml::Fields;
+
+const ACTIONS: &[&str] = &["approve", "reject", "edit", "respond"];
+
+pub struct ApprovalNode {
+    payload: Option<ValueTemplate>,
+    actions: Vec<String>,
+    into: String,
+    expires_in_s: Option<u64>,
+}
+
+pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecError> {
+    let payload = match f.opt("payload") {
+        Some(p) => Some(template(f, p, ctx.channels)?),
+        None => None,
+    };
+    let actions = f.opt_strings("actions")?.unwrap_or_else(|| vec!["approve".into(), "reject".into(), "edit".into()]);
+    if let Some(bad) = actions.iter().find(|a| !ACTIONS.contains(&a.as_str())) {
+        let at = f.node.get("actions").unwrap_or(f.node);
+        return Err(f.err(at, format!("unknown action `{bad}` (expected some of: {})", ACTIONS.join(", "))));
+    }
+    let into_at = f.req("into")?;
+    let into = f.req_str("into")?.to_string();
+    if !ctx.channels.contains(&into) {
+        return Err(f.err(into_at, format!("`into` names unknown channel `{into}`")));
+    }
+    let expires_in_s = f.opt_u64("expires_in_s")?;
+    Ok(BuiltNode::new(Arc::new(ApprovalNode { payload, actions, into, expires_in_s })))
+}
+
+#[async_trait]
+impl Node for ApprovalNode {
+    fn kind(&self) -> &str {
+        "approval"
+    }
+
+    async fn run(&self, ctx: NodeContext) -> Result<NodeOutput, NodeError> {
+        match &ctx.resume {
+            None => {
+                let scope = Scope { state: Some(&ctx.state), item: ctx.input.as_ref(), index: Some(ctx.index), ..Default::default() };
+                let payload = match &self.payload {
+                    Some(t) => t.render(&scope).map_err(NodeError::fatal)?,
+                    None => ctx.state.as_ref().clone(),
+                };
+                Ok(NodeOutput::Interrupt { payload, actions: self.actions.clone(), expires_in_s: self.expires_in_s })
+            }
+            Some(decision) => {
+                let mut d = decision.clone();
+                if let Value::Object(m) = &mut d {
+                    m.entry("value").or_insert(Value::Null);
+                    m.entry("comment").or_insert(Value::Null);
+                }
+                let mut writes = Map::new();
+                writes.insert(self.into.clone(), if d.is_object() { d } else { json!({"action": d}) });
+                Ok(NodeOutput::writes(writes))
+            }
+        }
+    }
+}
