@@ -112,6 +112,11 @@ pub trait Checkpointer: Send + Sync {
     /// The checkpoint `id` of `thread_id`, or its latest when `id` is `None`.
     async fn get(&self, thread_id: &str, id: Option<Uuid>) -> Result<Option<Checkpoint>, StorageError>;
 
+    /// The id of the latest checkpoint of a thread, without its values.
+    async fn latest_id(&self, thread_id: &str) -> Result<Option<Uuid>, StorageError> {
+        Ok(self.get(thread_id, None).await?.map(|c| c.id))
+    }
+
     /// Checkpoints of a thread, newest first (values included).
     async fn list(&self, thread_id: &str, limit: Option<u32>) -> Result<Vec<Checkpoint>, StorageError>;
 

@@ -1,0 +1,314 @@
+//! The Postgres checkpointer and run store.
+//!
+//! A step is saved by one statement (checkpoint row plus the changed channels'
+//! blobs in a CTE), so a durable step costs one commit.
+
+use async_trait::async_trait;
+use crewgraph_engine::{
+    ChannelBlob, Checkpoint, Checkpointer, Retention, StorageError, TaskResult,
+};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::codec::{self, BlobRow, CheckpointRow};
+use crate::error::{StoreError, db, json};
+
+#[derive(Clone)]
+pub struct PgStore {
+    pub pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("../../migrations/postgres").run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn rows(&self, thread_id: &str, id: Option<Uuid>, limit: i64) -> Result<Vec<CheckpointRow>, StorageError> {
+        let rows = match id {
+            Some(id) => sqlx::query(
+                "SELECT thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
+                 FROM checkpoints WHERE thread_id = $1 AND checkpoint_id = $2",
+            )
+            .bind(thread_id)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await,
+            None => sqlx::query(
+                "SELECT thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
+                 FROM checkpoints WHERE thread_id = $1 ORDER BY step DESC, checkpoint_id DESC LIMIT $2",
+            )
+            .bind(thread_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await,
+        }
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(CheckpointRow {
+                    thread_id: r.try_get("thread_id")?,
+                    id: r.try_get("checkpoint_id")?,
+                    parent_id: r.try_get("parent_id")?,
+                    step: r.try_get("step")?,
+                    source: r.try_get("source")?,
+                    versions: r.try_get("versions")?,
+                    next: r.try_get("next")?,
+                    metadata: r.try_get("metadata")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db)
+    }
+
+    /// The blobs one checkpoint needs: per channel, from its last full value up to its version.
+    async fn blobs_for(&self, thread_id: &str, versions: &str) -> Result<Vec<BlobRow>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT b.channel, b.version, b.kind, b.body
+             FROM checkpoint_blobs b
+             JOIN jsonb_each_text($2::jsonb) v(channel, ver) ON b.channel = v.channel
+             WHERE b.thread_id = $1 AND b.version <= v.ver::bigint
+               AND b.version >= COALESCE((
+                   SELECT max(f.version) FROM checkpoint_blobs f
+                   WHERE f.thread_id = $1 AND f.channel = v.channel AND f.kind = 'full' AND f.version <= v.ver::bigint), 0)
+             ORDER BY b.channel, b.version",
+        )
+        .bind(thread_id)
+        .bind(versions)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        blob_rows(rows)
+    }
+
+    async fn all_blobs(&self, thread_id: &str, max_version: i64) -> Result<Vec<BlobRow>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT channel, version, kind, body FROM checkpoint_blobs
+             WHERE thread_id = $1 AND version <= $2 ORDER BY channel, version",
+        )
+        .bind(thread_id)
+        .bind(max_version)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        blob_rows(rows)
+    }
+}
+
+fn blob_rows(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<BlobRow>, StorageError> {
+    rows.into_iter()
+        .map(|r| {
+            Ok(BlobRow { channel: r.try_get("channel")?, version: r.try_get("version")?, kind: r.try_get("kind")?, body: r.try_get("body")? })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(db)
+}
+
+#[async_trait]
+impl Checkpointer for PgStore {
+    async fn put(&self, c: &Checkpoint, blobs: &[ChannelBlob]) -> Result<(), StorageError> {
+        let (versions, next, metadata) = codec::encode(c)?;
+        let channels: Vec<&str> = blobs.iter().map(|b| b.channel.as_str()).collect();
+        let blob_versions: Vec<i64> = blobs.iter().map(|b| b.version).collect();
+        let kinds: Vec<&str> = blobs.iter().map(|b| b.blob.kind()).collect();
+        let bodies: Vec<String> = blobs.iter().map(|b| b.blob.to_body().to_string()).collect();
+        sqlx::query(
+            "WITH new_blobs AS (
+                 INSERT INTO checkpoint_blobs (thread_id, channel, version, kind, body)
+                 SELECT $1, x.channel, x.version, x.kind, x.body
+                 FROM UNNEST($10::text[], $11::int8[], $12::text[], $13::text[]) AS x(channel, version, kind, body)
+             ), consumed AS (
+                 DELETE FROM checkpoint_writes WHERE thread_id = $1 AND checkpoint_id = $3 AND $5 = 'loop'
+             )
+             INSERT INTO checkpoints (thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&c.thread_id)
+        .bind(c.id)
+        .bind(c.parent_id)
+        .bind(c.step)
+        .bind(codec::source_name(c.source))
+        .bind(versions)
+        .bind(next)
+        .bind(metadata)
+        .bind(c.created_at)
+        .bind(channels)
+        .bind(blob_versions)
+        .bind(kinds)
+        .bind(bodies)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn get(&self, thread_id: &str, id: Option<Uuid>) -> Result<Option<Checkpoint>, StorageError> {
+        let Some(row) = self.rows(thread_id, id, 1).await?.into_iter().next() else {
+            return Ok(None);
+        };
+        let blobs = self.blobs_for(thread_id, &row.versions).await?;
+        Ok(codec::hydrate(vec![row], blobs)?.into_iter().next())
+    }
+
+    async fn latest_id(&self, thread_id: &str) -> Result<Option<Uuid>, StorageError> {
+        sqlx::query_scalar("SELECT checkpoint_id FROM checkpoints WHERE thread_id = $1 ORDER BY step DESC, checkpoint_id DESC LIMIT 1")
+            .bind(thread_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    async fn list(&self, thread_id: &str, limit: Option<u32>) -> Result<Vec<Checkpoint>, StorageError> {
+        let rows = self.rows(thread_id, None, limit.map(i64::from).unwrap_or(i64::MAX)).await?;
+        let max = rows.iter().map(|r| r.step).max().unwrap_or(0);
+        let blobs = self.all_blobs(thread_id, max).await?;
+        codec::hydrate(rows, blobs)
+    }
+
+    async fn put_writes(&self, thread_id: &str, checkpoint_id: Uuid, result: &TaskResult) -> Result<(), StorageError> {
+        let body = serde_json::to_string(result).map_err(json)?;
+        sqlx::query(
+            "INSERT INTO checkpoint_writes (thread_id, checkpoint_id, task_id, result, created_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (thread_id, checkpoint_id, task_id) DO UPDATE SET result = excluded.result",
+        )
+        .bind(thread_id)
+        .bind(checkpoint_id)
+        .bind(&result.task_id)
+        .bind(body)
+        .bind(crewgraph_engine::now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn get_writes(&self, thread_id: &str, checkpoint_id: Uuid) -> Result<Vec<TaskResult>, StorageError> {
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT result FROM checkpoint_writes WHERE thread_id = $1 AND checkpoint_id = $2 ORDER BY created_at, task_id",
+        )
+        .bind(thread_id)
+        .bind(checkpoint_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        bodies.iter().map(|b| serde_json::from_str(b).map_err(json)).collect()
+    }
+
+    async fn copy_thread(&self, from: &str, to: &str, up_to: Option<Uuid>) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let max_step: Option<i64> = match up_to {
+            Some(id) => sqlx::query_scalar("SELECT step FROM checkpoints WHERE thread_id = $1 AND checkpoint_id = $2")
+                .bind(from)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?,
+            None => sqlx::query_scalar("SELECT max(step) FROM checkpoints WHERE thread_id = $1")
+                .bind(from)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?,
+        };
+        let max_step = max_step.ok_or_else(|| StorageError::new(format!("nothing to copy: no such checkpoint in thread `{from}`")))?;
+        sqlx::query(
+            "INSERT INTO checkpoints (thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at)
+             SELECT $2, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
+             FROM checkpoints WHERE thread_id = $1 AND step <= $3",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(max_step)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO checkpoint_blobs (thread_id, channel, version, kind, body)
+             SELECT $2, channel, version, kind, body FROM checkpoint_blobs WHERE thread_id = $1 AND version <= $3",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(max_step)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn delete_thread(&self, thread_id: &str) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let child = format!("{thread_id}/%");
+        for sql in [
+            "DELETE FROM checkpoint_writes WHERE thread_id = $1 OR thread_id LIKE $2",
+            "DELETE FROM checkpoint_blobs WHERE thread_id = $1 OR thread_id LIKE $2",
+            "DELETE FROM checkpoints WHERE thread_id = $1 OR thread_id LIKE $2",
+        ] {
+            sqlx::query(sql).bind(thread_id).bind(&child).execute(&mut *tx).await.map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn prune(&self, retention: &Retention) -> Result<u64, StorageError> {
+        let keep = retention.keep_last.map(i64::from).unwrap_or(i64::MAX);
+        let cutoff = retention.max_age_s.map(|s| crewgraph_engine::now_ms() - s as i64 * 1000).unwrap_or(i64::MIN);
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let deleted = sqlx::query(
+            "DELETE FROM checkpoints c USING (
+                 SELECT thread_id, checkpoint_id, created_at,
+                        row_number() OVER (PARTITION BY thread_id ORDER BY step DESC, checkpoint_id DESC) AS rn
+                 FROM checkpoints) r
+             WHERE c.thread_id = r.thread_id AND c.checkpoint_id = r.checkpoint_id
+               AND r.rn > 1 AND (r.rn > $1 OR r.created_at < $2)",
+        )
+        .bind(keep)
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if deleted > 0 {
+            // Blobs older than the last full value the oldest kept checkpoint needs are unreachable.
+            sqlx::query(
+                "WITH oldest AS (
+                     SELECT DISTINCT ON (thread_id) thread_id, versions FROM checkpoints ORDER BY thread_id, step ASC
+                 ), base AS (
+                     SELECT o.thread_id, v.channel,
+                            (SELECT max(f.version) FROM checkpoint_blobs f
+                             WHERE f.thread_id = o.thread_id AND f.channel = v.channel AND f.kind = 'full'
+                               AND f.version <= v.ver::bigint) AS version
+                     FROM oldest o, jsonb_each_text(o.versions::jsonb) v(channel, ver)
+                 )
+                 DELETE FROM checkpoint_blobs d USING base
+                 WHERE d.thread_id = base.thread_id AND d.channel = base.channel AND d.version < base.version",
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            sqlx::query(
+                "DELETE FROM checkpoint_writes w WHERE NOT EXISTS (
+                     SELECT 1 FROM checkpoints c WHERE c.thread_id = w.thread_id AND c.checkpoint_id = w.checkpoint_id)",
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(deleted)
+    }
+}
+
+crate::runs_sql::impl_run_store!(crate::PgStore);

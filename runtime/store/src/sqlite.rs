@@ -1,0 +1,325 @@
+//! The embedded SQLite checkpointer and run store: the default when no
+//! `DATABASE_URL` is set. WAL mode; a killed process loses no committed step.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use crewgraph_engine::{ChannelBlob, Checkpoint, Checkpointer, Retention, StorageError, TaskResult};
+use serde_json::json;
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use uuid::Uuid;
+
+use crate::codec::{self, BlobRow, CheckpointRow};
+use crate::error::{StoreError, db, json};
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pub pool: SqlitePool,
+}
+
+fn uuid_of(s: &str) -> Result<Uuid, StorageError> {
+    Uuid::parse_str(s).map_err(|e| StorageError::wrap("stored checkpoint id", e))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path` or `sqlite::memory:`).
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if let Some(path) = url.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p))
+            && let Some(dir) = std::path::Path::new(path).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let opts = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .foreign_keys(true);
+        let memory = url.contains(":memory:");
+        let pool = SqlitePoolOptions::new().max_connections(if memory { 1 } else { 4 }).connect_with(opts).await?;
+        Ok(Self { pool })
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("../../migrations/sqlite").run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn rows(&self, thread_id: &str, id: Option<Uuid>, limit: i64) -> Result<Vec<CheckpointRow>, StorageError> {
+        let rows = match id {
+            Some(id) => sqlx::query(
+                "SELECT thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
+                 FROM checkpoints WHERE thread_id = $1 AND checkpoint_id = $2",
+            )
+            .bind(thread_id)
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await,
+            None => sqlx::query(
+                "SELECT thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
+                 FROM checkpoints WHERE thread_id = $1 ORDER BY step DESC, checkpoint_id DESC LIMIT $2",
+            )
+            .bind(thread_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await,
+        }
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|r| {
+                let id: String = r.try_get("checkpoint_id").map_err(db)?;
+                let parent: Option<String> = r.try_get("parent_id").map_err(db)?;
+                Ok(CheckpointRow {
+                    thread_id: r.try_get("thread_id").map_err(db)?,
+                    id: uuid_of(&id)?,
+                    parent_id: parent.as_deref().map(uuid_of).transpose()?,
+                    step: r.try_get("step").map_err(db)?,
+                    source: r.try_get("source").map_err(db)?,
+                    versions: r.try_get("versions").map_err(db)?,
+                    next: r.try_get("next").map_err(db)?,
+                    metadata: r.try_get("metadata").map_err(db)?,
+                    created_at: r.try_get("created_at").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn blobs_for(&self, thread_id: &str, versions: &str) -> Result<Vec<BlobRow>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT b.channel, b.version, b.kind, b.body
+             FROM checkpoint_blobs b JOIN json_each($1) v ON b.channel = v.key
+             WHERE b.thread_id = $2 AND b.version <= v.value
+               AND b.version >= COALESCE((
+                   SELECT max(f.version) FROM checkpoint_blobs f
+                   WHERE f.thread_id = b.thread_id AND f.channel = v.key AND f.kind = 'full' AND f.version <= v.value), 0)
+             ORDER BY b.channel, b.version",
+        )
+        .bind(versions)
+        .bind(thread_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        blob_rows(rows)
+    }
+}
+
+fn blob_rows(rows: Vec<sqlx::sqlite::SqliteRow>) -> Result<Vec<BlobRow>, StorageError> {
+    rows.into_iter()
+        .map(|r| {
+            Ok(BlobRow { channel: r.try_get("channel")?, version: r.try_get("version")?, kind: r.try_get("kind")?, body: r.try_get("body")? })
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(db)
+}
+
+#[async_trait]
+impl Checkpointer for SqliteStore {
+    async fn put(&self, c: &Checkpoint, blobs: &[ChannelBlob]) -> Result<(), StorageError> {
+        let (versions, next, metadata) = codec::encode(c)?;
+        let blob_json = serde_json::Value::Array(
+            blobs.iter().map(|b| json!({"c": b.channel, "v": b.version, "k": b.blob.kind(), "b": b.blob.to_body().to_string()})).collect(),
+        )
+        .to_string();
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO checkpoint_blobs (thread_id, channel, version, kind, body)
+             SELECT $1, json_extract(value, '$.c'), json_extract(value, '$.v'), json_extract(value, '$.k'), json_extract(value, '$.b')
+             FROM json_each($2)",
+        )
+        .bind(&c.thread_id)
+        .bind(blob_json)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO checkpoints (thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&c.thread_id)
+        .bind(c.id.to_string())
+        .bind(c.parent_id.map(|p| p.to_string()))
+        .bind(c.step)
+        .bind(codec::source_name(c.source))
+        .bind(versions)
+        .bind(next)
+        .bind(metadata)
+        .bind(c.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if let (Some(parent), crewgraph_engine::CheckpointSource::Loop) = (c.parent_id, c.source) {
+            sqlx::query("DELETE FROM checkpoint_writes WHERE thread_id = $1 AND checkpoint_id = $2")
+                .bind(&c.thread_id)
+                .bind(parent.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn get(&self, thread_id: &str, id: Option<Uuid>) -> Result<Option<Checkpoint>, StorageError> {
+        let Some(row) = self.rows(thread_id, id, 1).await?.into_iter().next() else {
+            return Ok(None);
+        };
+        let blobs = self.blobs_for(thread_id, &row.versions).await?;
+        Ok(codec::hydrate(vec![row], blobs)?.into_iter().next())
+    }
+
+    async fn latest_id(&self, thread_id: &str) -> Result<Option<Uuid>, StorageError> {
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT checkpoint_id FROM checkpoints WHERE thread_id = $1 ORDER BY step DESC, checkpoint_id DESC LIMIT 1")
+                .bind(thread_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        id.as_deref().map(uuid_of).transpose()
+    }
+
+    async fn list(&self, thread_id: &str, limit: Option<u32>) -> Result<Vec<Checkpoint>, StorageError> {
+        let rows = self.rows(thread_id, None, limit.map(i64::from).unwrap_or(i64::MAX)).await?;
+        let max = rows.iter().map(|r| r.step).max().unwrap_or(0);
+        let blobs = sqlx::query("SELECT channel, version, kind, body FROM checkpoint_blobs WHERE thread_id = $1 AND version <= $2 ORDER BY channel, version")
+            .bind(thread_id)
+            .bind(max)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?;
+        codec::hydrate(rows, blob_rows(blobs)?)
+    }
+
+    async fn put_writes(&self, thread_id: &str, checkpoint_id: Uuid, result: &TaskResult) -> Result<(), StorageError> {
+        let body = serde_json::to_string(result).map_err(json)?;
+        sqlx::query(
+            "INSERT INTO checkpoint_writes (thread_id, checkpoint_id, task_id, result, created_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (thread_id, checkpoint_id, task_id) DO UPDATE SET result = excluded.result",
+        )
+        .bind(thread_id)
+        .bind(checkpoint_id.to_string())
+        .bind(&result.task_id)
+        .bind(body)
+        .bind(crewgraph_engine::now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn get_writes(&self, thread_id: &str, checkpoint_id: Uuid) -> Result<Vec<TaskResult>, StorageError> {
+        let bodies: Vec<String> = sqlx::query_scalar(
+            "SELECT result FROM checkpoint_writes WHERE thread_id = $1 AND checkpoint_id = $2 ORDER BY created_at, task_id",
+        )
+        .bind(thread_id)
+        .bind(checkpoint_id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        bodies.iter().map(|b| serde_json::from_str(b).map_err(json)).collect()
+    }
+
+    async fn copy_thread(&self, from: &str, to: &str, up_to: Option<Uuid>) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let max_step: Option<i64> = match up_to {
+            Some(id) => sqlx::query_scalar("SELECT step FROM checkpoints WHERE thread_id = $1 AND checkpoint_id = $2")
+                .bind(from)
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?,
+            None => sqlx::query_scalar("SELECT max(step) FROM checkpoints WHERE thread_id = $1")
+                .bind(from)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db)?,
+        };
+        let max_step = max_step.ok_or_else(|| StorageError::new(format!("nothing to copy: no such checkpoint in thread `{from}`")))?;
+        sqlx::query(
+            "INSERT INTO checkpoints (thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at)
+             SELECT $1, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
+             FROM checkpoints WHERE thread_id = $2 AND step <= $3",
+        )
+        .bind(to)
+        .bind(from)
+        .bind(max_step)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        sqlx::query(
+            "INSERT INTO checkpoint_blobs (thread_id, channel, version, kind, body)
+             SELECT $1, channel, version, kind, body FROM checkpoint_blobs WHERE thread_id = $2 AND version <= $3",
+        )
+        .bind(to)
+        .bind(from)
+        .bind(max_step)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn delete_thread(&self, thread_id: &str) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let child = format!("{thread_id}/%");
+        for sql in [
+            "DELETE FROM checkpoint_writes WHERE thread_id = $1 OR thread_id LIKE $2",
+            "DELETE FROM checkpoint_blobs WHERE thread_id = $1 OR thread_id LIKE $2",
+            "DELETE FROM checkpoints WHERE thread_id = $1 OR thread_id LIKE $2",
+        ] {
+            sqlx::query(sql).bind(thread_id).bind(&child).execute(&mut *tx).await.map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn prune(&self, retention: &Retention) -> Result<u64, StorageError> {
+        let keep = retention.keep_last.map(i64::from).unwrap_or(i64::MAX);
+        let cutoff = retention.max_age_s.map(|s| crewgraph_engine::now_ms() - s as i64 * 1000).unwrap_or(i64::MIN);
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let deleted = sqlx::query(
+            "DELETE FROM checkpoints WHERE EXISTS (
+                 SELECT 1 FROM (
+                     SELECT thread_id AS t, checkpoint_id AS c, created_at AS at,
+                            row_number() OVER (PARTITION BY thread_id ORDER BY step DESC, checkpoint_id DESC) AS rn
+                     FROM checkpoints) r
+                 WHERE r.t = checkpoints.thread_id AND r.c = checkpoints.checkpoint_id
+                   AND r.rn > 1 AND (r.rn > $1 OR r.at < $2))",
+        )
+        .bind(keep)
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        if deleted > 0 {
+            sqlx::query(
+                "WITH oldest AS (
+                     SELECT thread_id, versions FROM checkpoints c
+                     WHERE step = (SELECT min(step) FROM checkpoints m WHERE m.thread_id = c.thread_id)
+                 ), base AS (
+                     SELECT o.thread_id AS thread_id, v.key AS channel,
+                            (SELECT max(f.version) FROM checkpoint_blobs f
+                             WHERE f.thread_id = o.thread_id AND f.channel = v.key AND f.kind = 'full' AND f.version <= v.value) AS version
+                     FROM oldest o, json_each(o.versions) v
+                 )
+                 DELETE FROM checkpoint_blobs WHERE EXISTS (
+                     SELECT 1 FROM base WHERE base.thread_id = checkpoint_blobs.thread_id
+                       AND base.channel = checkpoint_blobs.channel AND checkpoint_blobs.version < base.version)",
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            sqlx::query(
+                "DELETE FROM checkpoint_writes WHERE NOT EXISTS (
+                     SELECT 1 FROM checkpoints c WHERE c.thread_id = checkpoint_writes.thread_id AND c.checkpoint_id = checkpoint_writes.checkpoint_id)",
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(deleted)
+    }
+}
+
+crate::runs_sql::impl_run_store!(crate::SqliteStore);
