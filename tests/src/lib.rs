@@ -1,1 +1,259 @@
+//! Test support for the end-to-end tests: a fresh Postgres database per test,
+//! private Redis servers, and a runner for the real `crewgraph` binary.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::Connection;
+
+/// The server the tests create their databases on.
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A database of its own for one test, dropped when the test ends.
+pub struct TestDb {
+    pub url: String,
+    name: String,
+}
+
+impl TestDb {
+    pub async fn new() -> anyhow::Result<Self> {
+        let admin = admin_url();
+        let name = format!("cg_e2e_{}", uuid::Uuid::now_v7().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await?;
+        let base = admin
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap_or(admin);
+        Ok(Self {
+            url: format!("{base}/{name}"),
+            name,
+        })
+    }
+
+    pub async fn pool(&self) -> anyhow::Result<sqlx::PgPool> {
+        Ok(sqlx::PgPool::connect(&self.url).await?)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let admin = admin_url();
+        // Best effort, outside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut conn)
+                .await
+                .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// The `crewgraph` binary built by `tests/run.sh` (or next to this test's target dir).
+pub fn crewgraph_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("CREWGRAPH_BIN") {
+        let p = PathBuf::from(p);
+        if p.is_file() {
+            return p;
+        }
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let candidate = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("crewgraph"))
+        .expect("target dir");
+    assert!(
+        candidate.is_file(),
+        "crewgraph binary not found at {}: run `cargo build -p crewgraph-cli` first (tests/run.sh does)",
+        candidate.display()
+    );
+    candidate
+}
+
+/// A working directory with definitions and an environment for CLI runs.
+pub struct Cli {
+    pub dir: PathBuf,
+    pub env: Vec<(String, String)>,
+}
+
+impl Cli {
+    /// A temp dir holding copies of the repository's example graphs.
+    pub fn new(database_url: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("crewgraph-e2e-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(dir.join("graphs")).expect("temp dir");
+        let repo_graphs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../graphs");
+        for entry in std::fs::read_dir(repo_graphs)
+            .expect("graphs dir")
+            .flatten()
+        {
+            let _ = std::fs::copy(entry.path(), dir.join("graphs").join(entry.file_name()));
+        }
+        let env = vec![
+            ("DATABASE_URL".into(), database_url.into()),
+            ("CREWGRAPH_DEFINITIONS".into(), "graphs".into()),
+            ("CREWGRAPH_FILE_TOOL_DIR".into(), dir.display().to_string()),
+        ];
+        Self { dir, env }
+    }
+
+    pub fn with_env(mut self, k: &str, v: &str) -> Self {
+        self.env.retain(|(key, _)| key != k);
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.dir.join(rel);
+        std::fs::write(&p, text).expect("write test file");
+        p
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(crewgraph_bin());
+        c.args(args)
+            .current_dir(&self.dir)
+            .env_remove("REDIS_URL")
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("spawn crewgraph")
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn crewgraph")
+    }
+
+    /// Runs and parses stdout as JSON, failing with stderr on a bad exit.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: stdout is not JSON ({e}); status {}; stderr:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+}
+
+impl Drop for Cli {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Polls `f` until it is true or the timeout passes.
+pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A Redis server of the test's own, so it can be stopped mid-run.
+pub struct RedisServer {
+    pub url: String,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        Self::start_on(port)
+    }
+
+    pub fn start_on(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (tests/run.sh installs it)");
+        let ok = wait_for(Duration::from_secs(5), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(ok, "redis-server did not start on {port}");
+        Self {
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+            child: Some(child),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,1 +1,74 @@
-fn main(){}
+//! `crewgraph`: run, validate and inspect graphs; decide approvals; manage
+//! threads. Argument parsing and printing only; the behaviour lives in the
+//! library crates.
+
+mod approvals;
+mod context;
+mod graphs;
+mod progress;
+mod run;
+mod threads;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Durable agent graphs: checkpoints every step, pauses for people, survives crashes.
+#[derive(Parser)]
+#[command(name = "crewgraph", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a graph by name or file, streaming progress; asks at approval steps.
+    Run(run::RunArgs),
+    /// Check definition files; prints every error with file:line:column.
+    Validate(graphs::ValidateArgs),
+    /// Print a graph as a Mermaid or DOT diagram.
+    Graph(graphs::GraphArgs),
+    /// Apply database migrations to DATABASE_URL.
+    Migrate,
+    /// List and decide approvals (local database), then continue the run.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
+    /// Inspect runs.
+    #[command(subcommand)]
+    Runs(run::RunsCommand),
+    /// Thread history, fork, copy, delete, and checkpoint retention.
+    #[command(subcommand)]
+    Threads(threads::ThreadsCommand),
+}
+
+/// Exit status of a command that left its run waiting for a decision.
+pub const EXIT_WAITING: u8 = 3;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CREWGRAPH_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => run::run(a).await,
+        Command::Validate(a) => graphs::validate(a),
+        Command::Graph(a) => graphs::graph(a),
+        Command::Migrate => context::migrate().await,
+        Command::Approvals(c) => approvals::command(c).await,
+        Command::Runs(c) => run::runs(c).await,
+        Command::Threads(c) => threads::command(c).await,
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

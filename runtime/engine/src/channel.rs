@@ -73,7 +73,12 @@ impl Reducer {
     }
 
     /// Combines `write` into `current` for channel `channel`.
-    pub fn apply(self, channel: &str, current: &mut Value, write: Value) -> Result<(), EngineError> {
+    pub fn apply(
+        self,
+        channel: &str,
+        current: &mut Value,
+        write: Value,
+    ) -> Result<(), EngineError> {
         let bad = |expected: &str, got: &Value| EngineError::InvalidWrite {
             channel: channel.to_string(),
             message: format!(
@@ -88,14 +93,18 @@ impl Reducer {
                 if current.is_null() {
                     *current = Value::Array(vec![]);
                 }
-                let list = current.as_array_mut().ok_or_else(|| bad("a list value", &Value::Null))?;
+                let list = current
+                    .as_array_mut()
+                    .ok_or_else(|| bad("a list value", &Value::Null))?;
                 list.extend(Self::delta_items(&write));
             }
             Reducer::Messages => {
                 if current.is_null() {
                     *current = Value::Array(vec![]);
                 }
-                let list = current.as_array_mut().ok_or_else(|| bad("a list value", &Value::Null))?;
+                let list = current
+                    .as_array_mut()
+                    .ok_or_else(|| bad("a list value", &Value::Null))?;
                 for msg in Self::delta_items(&write) {
                     let id = msg.get("id").filter(|v| !v.is_null()).cloned();
                     match id.and_then(|id| list.iter().position(|m| m.get("id") == Some(&id))) {
@@ -119,9 +128,17 @@ impl Reducer {
             }
             Reducer::Sum => {
                 let add = write.as_f64().ok_or_else(|| bad("a number", &write))?;
-                let cur = if current.is_null() { Some(0.0) } else { current.as_f64() };
+                let cur = if current.is_null() {
+                    Some(0.0)
+                } else {
+                    current.as_f64()
+                };
                 let cur = cur.ok_or_else(|| bad("a number value", current))?;
-                *current = number(cur + add, current.is_i64() || current.is_null(), write.is_i64());
+                *current = number(
+                    cur + add,
+                    current.is_i64() || current.is_null(),
+                    write.is_i64(),
+                );
             }
             Reducer::Max => {
                 let w = write.as_f64().ok_or_else(|| bad("a number", &write))?;
@@ -139,7 +156,9 @@ fn number(v: f64, cur_int: bool, write_int: bool) -> Value {
     if cur_int && write_int && v.fract() == 0.0 && v.abs() < 9.0e15 {
         Value::from(v as i64)
     } else {
-        serde_json::Number::from_f64(v).map(Value::Number).unwrap_or(Value::Null)
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
     }
 }
 
@@ -168,7 +187,12 @@ pub struct ChannelSpec {
 
 impl ChannelSpec {
     pub fn new(name: impl Into<String>, reducer: Reducer) -> Self {
-        Self { name: name.into(), reducer, default: None, r#type: None }
+        Self {
+            name: name.into(),
+            reducer,
+            default: None,
+            r#type: None,
+        }
     }
 
     pub fn initial(&self) -> Value {
@@ -190,9 +214,16 @@ mod tests {
 
         let mut m = json!([{"id": "a", "text": "x"}]);
         Reducer::Messages
-            .apply("m", &mut m, json!([{"id": "a", "text": "y"}, {"id": "b", "text": "z"}]))
+            .apply(
+                "m",
+                &mut m,
+                json!([{"id": "a", "text": "y"}, {"id": "b", "text": "z"}]),
+            )
             .unwrap();
-        assert_eq!(m, json!([{"id": "a", "text": "y"}, {"id": "b", "text": "z"}]));
+        assert_eq!(
+            m,
+            json!([{"id": "a", "text": "y"}, {"id": "b", "text": "z"}])
+        );
 
         let mut o = json!({"a": 1});
         Reducer::Merge.apply("o", &mut o, json!({"b": 2})).unwrap();

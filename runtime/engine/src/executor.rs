@@ -26,9 +26,16 @@ pub enum Outcome {
     /// No tasks are left: the run is done.
     Finished(Checkpoint),
     /// Stopped for people to decide on these interrupts.
-    Waiting { checkpoint: Checkpoint, interrupts: Vec<Interrupt> },
+    Waiting {
+        checkpoint: Checkpoint,
+        interrupts: Vec<Interrupt>,
+    },
     /// A reviewer rejected an `interrupt_before`/`interrupt_after` step.
-    Rejected { checkpoint: Checkpoint, node: String, comment: Option<String> },
+    Rejected {
+        checkpoint: Checkpoint,
+        node: String,
+        comment: Option<String>,
+    },
 }
 
 /// Runs one graph on behalf of one run.
@@ -41,8 +48,19 @@ pub struct Executor {
 }
 
 impl Executor {
-    pub fn new(graph: Arc<Graph>, checkpointer: Arc<dyn Checkpointer>, events: Arc<dyn EventSink>, run_id: &str) -> Self {
-        Self { graph, checkpointer, events, cancel: CancellationToken::new(), run_id: run_id.to_string() }
+    pub fn new(
+        graph: Arc<Graph>,
+        checkpointer: Arc<dyn Checkpointer>,
+        events: Arc<dyn EventSink>,
+        run_id: &str,
+    ) -> Self {
+        Self {
+            graph,
+            checkpointer,
+            events,
+            cancel: CancellationToken::new(),
+            run_id: run_id.to_string(),
+        }
     }
 
     fn event(&self, kind: &str, thread_id: &str) -> Event {
@@ -67,7 +85,9 @@ impl Executor {
             (Some(input), latest) => self.apply_input(thread_id, input, latest).await?,
             (None, Some(c)) => c,
             (None, None) => {
-                return Err(EngineError::Invalid(format!("thread `{thread_id}` has no checkpoint to resume")));
+                return Err(EngineError::Invalid(format!(
+                    "thread `{thread_id}` has no checkpoint to resume"
+                )));
             }
         };
 
@@ -78,7 +98,9 @@ impl Executor {
             if let Some(deadline) = self.graph.limits.deadline
                 && started.elapsed() > deadline
             {
-                return Err(EngineError::Deadline { deadline_ms: deadline.as_millis() as u64 });
+                return Err(EngineError::Deadline {
+                    deadline_ms: deadline.as_millis() as u64,
+                });
             }
             if let Some(stop) = self.pending_after_interrupts(&mut ckpt, resume).await? {
                 return Ok(stop);
@@ -87,7 +109,9 @@ impl Executor {
                 return Ok(Outcome::Finished(ckpt));
             }
             if ckpt.step >= self.graph.limits.max_steps as i64 {
-                return Err(EngineError::MaxSteps { max_steps: self.graph.limits.max_steps });
+                return Err(EngineError::MaxSteps {
+                    max_steps: self.graph.limits.max_steps,
+                });
             }
             match self.superstep(&ckpt, resume).await? {
                 StepEnd::Next(next) => ckpt = next,
@@ -104,9 +128,14 @@ impl Executor {
     ) -> Result<Checkpoint, EngineError> {
         let (mut state, parent, step) = match &latest {
             None => (State::initial(&self.graph.channels), None, 0),
-            Some(c) if c.next.is_empty() => {
-                (State { values: c.values.clone(), versions: c.versions.clone() }, Some(c.id), c.step + 1)
-            }
+            Some(c) if c.next.is_empty() => (
+                State {
+                    values: c.values.clone(),
+                    versions: c.versions.clone(),
+                },
+                Some(c.id),
+                c.step + 1,
+            ),
             Some(_) => {
                 return Err(EngineError::Invalid(format!(
                     "thread `{thread_id}` has an unfinished run; resume it or fork the thread"
@@ -116,9 +145,15 @@ impl Executor {
         let mut changed: Vec<String> = Vec::new();
         for (k, v) in input {
             let spec = self.graph.channel(k).ok_or_else(|| {
-                EngineError::Invalid(format!("input names unknown channel `{k}` (declared: {})", self.channel_names()))
+                EngineError::Invalid(format!(
+                    "input names unknown channel `{k}` (declared: {})",
+                    self.channel_names()
+                ))
             })?;
-            let cur = state.values.entry(k.clone()).or_insert_with(|| spec.initial());
+            let cur = state
+                .values
+                .entry(k.clone())
+                .or_insert_with(|| spec.initial());
             if spec.reducer.is_incremental() {
                 spec.reducer.apply(k, cur, v.clone())?;
             } else {
@@ -128,9 +163,24 @@ impl Executor {
         }
         let blobs: Vec<ChannelBlob> = if latest.is_none() {
             // The first checkpoint stores every channel in full.
-            state.values.iter().map(|(k, v)| ChannelBlob { channel: k.clone(), version: 0, blob: Blob::Full(v.clone()) }).collect()
+            state
+                .values
+                .iter()
+                .map(|(k, v)| ChannelBlob {
+                    channel: k.clone(),
+                    version: 0,
+                    blob: Blob::Full(v.clone()),
+                })
+                .collect()
         } else {
-            changed.iter().map(|k| ChannelBlob { channel: k.clone(), version: step, blob: Blob::Full(state.values[k].clone()) }).collect()
+            changed
+                .iter()
+                .map(|k| ChannelBlob {
+                    channel: k.clone(),
+                    version: step,
+                    blob: Blob::Full(state.values[k].clone()),
+                })
+                .collect()
         };
         for b in &blobs {
             state.versions.insert(b.channel.clone(), b.version);
@@ -162,12 +212,20 @@ impl Executor {
     }
 
     fn channel_names(&self) -> String {
-        self.graph.channels.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+        self.graph
+            .channels
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     async fn save(&self, ckpt: &Checkpoint, blobs: &[ChannelBlob]) -> Result<(), EngineError> {
         self.checkpointer.put(ckpt, blobs).await?;
-        let bytes: usize = blobs.iter().map(|b| b.blob.to_body().to_string().len()).sum();
+        let bytes: usize = blobs
+            .iter()
+            .map(|b| b.blob.to_body().to_string().len())
+            .sum();
         self.events.emit(
             self.event("checkpoint.saved", &ckpt.thread_id)
                 .step(ckpt.step)
@@ -186,10 +244,20 @@ impl Executor {
         let Some(Value::Array(pending)) = ckpt.metadata.get("interrupt_after").cloned() else {
             return Ok(None);
         };
-        let interrupts: Vec<Interrupt> = pending.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect();
-        let undecided: Vec<Interrupt> = interrupts.iter().filter(|i| !resume.contains_key(&i.id)).cloned().collect();
+        let interrupts: Vec<Interrupt> = pending
+            .into_iter()
+            .filter_map(|v| serde_json::from_value(v).ok())
+            .collect();
+        let undecided: Vec<Interrupt> = interrupts
+            .iter()
+            .filter(|i| !resume.contains_key(&i.id))
+            .cloned()
+            .collect();
         if !undecided.is_empty() {
-            return Ok(Some(Outcome::Waiting { checkpoint: ckpt.clone(), interrupts: undecided }));
+            return Ok(Some(Outcome::Waiting {
+                checkpoint: ckpt.clone(),
+                interrupts: undecided,
+            }));
         }
         let mut patch = Map::new();
         for i in &interrupts {
@@ -204,7 +272,11 @@ impl Executor {
                 }
                 DecisionAction::Edit => match &d.value {
                     Some(Value::Object(m)) => patch.extend(m.clone()),
-                    _ => return Err(EngineError::Invalid("an `edit` after a node needs an object of channel values".into())),
+                    _ => {
+                        return Err(EngineError::Invalid(
+                            "an `edit` after a node needs an object of channel values".into(),
+                        ));
+                    }
                 },
                 DecisionAction::Approve | DecisionAction::Respond => {}
             }
@@ -229,11 +301,18 @@ impl Executor {
         let mut blobs = Vec::new();
         for (k, v) in patch {
             if self.graph.channel(k).is_none() {
-                return Err(EngineError::Invalid(format!("patch names unknown channel `{k}` (declared: {})", self.channel_names())));
+                return Err(EngineError::Invalid(format!(
+                    "patch names unknown channel `{k}` (declared: {})",
+                    self.channel_names()
+                )));
             }
             values.insert(k.clone(), v.clone());
             versions.insert(k.clone(), step);
-            blobs.push(ChannelBlob { channel: k.clone(), version: step, blob: Blob::Full(v.clone()) });
+            blobs.push(ChannelBlob {
+                channel: k.clone(),
+                version: step,
+                blob: Blob::Full(v.clone()),
+            });
         }
         let mut metadata = base.metadata.clone();
         metadata.insert("run_id".into(), json!(self.run_id));
@@ -255,7 +334,11 @@ impl Executor {
     }
 
     /// Turns triggered node names into tasks; fan-out nodes become one task per item.
-    fn schedule(&self, targets: impl IntoIterator<Item = String>, state: &Value) -> Result<Vec<TaskSpec>, EngineError> {
+    fn schedule(
+        &self,
+        targets: impl IntoIterator<Item = String>,
+        state: &Value,
+    ) -> Result<Vec<TaskSpec>, EngineError> {
         let mut tasks = Vec::new();
         let mut seen = HashSet::new();
         let mut queue: Vec<String> = targets.into_iter().collect();
@@ -265,8 +348,14 @@ impl Executor {
             if name == END || !seen.insert(name.clone()) {
                 continue;
             }
-            let spec = self.graph.node(&name).ok_or_else(|| EngineError::Invalid(format!("unknown node `{name}`")))?;
-            match spec.node.fan_out(state).map_err(|e| EngineError::FanOut { node: name.clone(), message: e.message })? {
+            let spec = self
+                .graph
+                .node(&name)
+                .ok_or_else(|| EngineError::Invalid(format!("unknown node `{name}`")))?;
+            match spec.node.fan_out(state).map_err(|e| EngineError::FanOut {
+                node: name.clone(),
+                message: e.message,
+            })? {
                 None => tasks.push(TaskSpec::node(name)),
                 Some(items) if items.is_empty() => {
                     // Nothing to fan out over: continue as if the node had run.
@@ -279,7 +368,11 @@ impl Executor {
                 }
                 Some(items) => {
                     for (i, item) in items.into_iter().enumerate() {
-                        tasks.push(TaskSpec { node: name.clone(), index: i as u32, input: Some(item) });
+                        tasks.push(TaskSpec {
+                            node: name.clone(),
+                            index: i as u32,
+                            input: Some(item),
+                        });
                     }
                 }
             }
@@ -292,7 +385,10 @@ impl Executor {
         for e in self.graph.edges_from(node) {
             let fire = match &e.condition {
                 None => true,
-                Some(c) => c.eval(state).map_err(|message| EngineError::Condition { from: node.to_string(), message })?,
+                Some(c) => c.eval(state).map_err(|message| EngineError::Condition {
+                    from: node.to_string(),
+                    message,
+                })?,
             };
             if fire {
                 out.push(e.to.clone());
@@ -301,7 +397,11 @@ impl Executor {
         Ok(out)
     }
 
-    async fn superstep(&self, ckpt: &Checkpoint, resume: &HashMap<String, Decision>) -> Result<StepEnd, EngineError> {
+    async fn superstep(
+        &self,
+        ckpt: &Checkpoint,
+        resume: &HashMap<String, Decision>,
+    ) -> Result<StepEnd, EngineError> {
         let thread_id = ckpt.thread_id.as_str();
         let saved: HashMap<String, TaskResult> = self
             .checkpointer
@@ -319,7 +419,10 @@ impl Executor {
         for (pos, task) in ckpt.next.iter().enumerate() {
             let task_id = task.id(thread_id, ckpt.step);
             let spec = self.graph.node(&task.node).ok_or_else(|| {
-                EngineError::Invalid(format!("checkpoint schedules node `{}`, which the graph no longer has", task.node))
+                EngineError::Invalid(format!(
+                    "checkpoint schedules node `{}`, which the graph no longer has",
+                    task.node
+                ))
             })?;
             let mut resume_value = None;
             match saved.get(&task_id) {
@@ -331,9 +434,14 @@ impl Executor {
                     continue;
                 }
                 Some(r) => {
-                    let interrupt = r.interrupt.clone().unwrap_or_else(|| unreachable_interrupt(&task_id, &task.node));
+                    let interrupt = r
+                        .interrupt
+                        .clone()
+                        .unwrap_or_else(|| unreachable_interrupt(&task_id, &task.node));
                     match resume.get(&interrupt.id) {
-                        Some(d) => resume_value = Some(serde_json::to_value(d).unwrap_or(Value::Null)),
+                        Some(d) => {
+                            resume_value = Some(serde_json::to_value(d).unwrap_or(Value::Null))
+                        }
                         None => {
                             waiting.push(interrupt);
                             continue;
@@ -392,7 +500,10 @@ impl Executor {
                 Ok(v) => v,
                 Err(e) => {
                     // A panicking node fails its task, not the process.
-                    let err = EngineError::Node { node: "?".into(), message: format!("task panicked: {e}") };
+                    let err = EngineError::Node {
+                        node: "?".into(),
+                        message: format!("task panicked: {e}"),
+                    };
                     failure.get_or_insert((usize::MAX, err));
                     continue;
                 }
@@ -401,13 +512,24 @@ impl Executor {
             let task_id = task.id(thread_id, ckpt.step);
             match outcome {
                 Ok(NodeOutput::Writes { writes, goto }) => {
-                    let r = TaskResult { task_id, node: task.node.clone(), index: task.index, writes, goto, interrupt: None };
+                    let r = TaskResult {
+                        task_id,
+                        node: task.node.clone(),
+                        index: task.index,
+                        writes,
+                        goto,
+                        interrupt: None,
+                    };
                     if durable_each {
                         self.checkpointer.put_writes(thread_id, ckpt.id, &r).await?;
                     }
                     results[pos] = Some(r);
                 }
-                Ok(NodeOutput::Interrupt { payload, actions, expires_in_s }) => {
+                Ok(NodeOutput::Interrupt {
+                    payload,
+                    actions,
+                    expires_in_s,
+                }) => {
                     let interrupt = Interrupt {
                         id: task_id.clone(),
                         node: task.node.clone(),
@@ -438,14 +560,21 @@ impl Executor {
             return Err(e);
         }
         if !waiting.is_empty() {
-            return Ok(StepEnd::Stop(Outcome::Waiting { checkpoint: ckpt.clone(), interrupts: waiting }));
+            return Ok(StepEnd::Stop(Outcome::Waiting {
+                checkpoint: ckpt.clone(),
+                interrupts: waiting,
+            }));
         }
         let results: Vec<TaskResult> = results.into_iter().flatten().collect();
         self.finish_step(ckpt, results).await.map(StepEnd::Next)
     }
 
     /// Applies the step's writes in task order, follows edges, saves the checkpoint.
-    async fn finish_step(&self, ckpt: &Checkpoint, results: Vec<TaskResult>) -> Result<Checkpoint, EngineError> {
+    async fn finish_step(
+        &self,
+        ckpt: &Checkpoint,
+        results: Vec<TaskResult>,
+    ) -> Result<Checkpoint, EngineError> {
         let step = ckpt.step + 1;
         let mut values = ckpt.values.clone();
         let mut versions = ckpt.versions.clone();
@@ -454,24 +583,36 @@ impl Executor {
         let mut order: Vec<String> = Vec::new();
         for r in &results {
             for (channel, write) in &r.writes {
-                let spec = self
-                    .graph
-                    .channel(channel)
-                    .ok_or_else(|| EngineError::UnknownChannel { node: r.node.clone(), channel: channel.clone() })?;
+                let spec =
+                    self.graph
+                        .channel(channel)
+                        .ok_or_else(|| EngineError::UnknownChannel {
+                            node: r.node.clone(),
+                            channel: channel.clone(),
+                        })?;
                 let who = writers.entry(spec.name.as_str()).or_default();
-                let label = if r.index > 0 || ckpt.next.iter().filter(|t| t.node == r.node).count() > 1 {
-                    format!("`{}`[{}]", r.node, r.index)
-                } else {
-                    format!("`{}`", r.node)
-                };
+                let label =
+                    if r.index > 0 || ckpt.next.iter().filter(|t| t.node == r.node).count() > 1 {
+                        format!("`{}`[{}]", r.node, r.index)
+                    } else {
+                        format!("`{}`", r.node)
+                    };
                 who.push(label);
                 if spec.reducer == crate::Reducer::Replace && who.len() > 1 {
-                    return Err(EngineError::ConflictingWrites { channel: channel.clone(), writers: who.join(" and ") });
+                    return Err(EngineError::ConflictingWrites {
+                        channel: channel.clone(),
+                        writers: who.join(" and "),
+                    });
                 }
-                let cur = values.entry(channel.clone()).or_insert_with(|| spec.initial());
+                let cur = values
+                    .entry(channel.clone())
+                    .or_insert_with(|| spec.initial());
                 spec.reducer.apply(channel, cur, write.clone())?;
                 if spec.reducer.is_incremental() {
-                    deltas.entry(channel.clone()).or_default().extend(crate::Reducer::delta_items(write));
+                    deltas
+                        .entry(channel.clone())
+                        .or_default()
+                        .extend(crate::Reducer::delta_items(write));
                 }
                 if !order.contains(channel) {
                     order.push(channel.clone());
@@ -482,13 +623,21 @@ impl Executor {
             .iter()
             .map(|ch| {
                 versions.insert(ch.clone(), step);
-                let reducer = self.graph.channel(ch).map(|c| c.reducer).unwrap_or_default();
+                let reducer = self
+                    .graph
+                    .channel(ch)
+                    .map(|c| c.reducer)
+                    .unwrap_or_default();
                 let blob = match (reducer, deltas.remove(ch)) {
                     (crate::Reducer::Append, Some(items)) => Blob::Append(items),
                     (crate::Reducer::Messages, Some(items)) => Blob::Messages(items),
                     _ => Blob::Full(values[ch].clone()),
                 };
-                ChannelBlob { channel: ch.clone(), version: step, blob }
+                ChannelBlob {
+                    channel: ch.clone(),
+                    version: step,
+                    blob,
+                }
             })
             .collect();
 
@@ -499,7 +648,10 @@ impl Executor {
                 Some(goto) => {
                     for g in goto {
                         if g != END && self.graph.node(g).is_none() {
-                            return Err(EngineError::UnknownGoto { from: r.node.clone(), to: g.clone() });
+                            return Err(EngineError::UnknownGoto {
+                                from: r.node.clone(),
+                                to: g.clone(),
+                            });
                         }
                     }
                     targets.extend(goto.iter().cloned());
@@ -525,8 +677,11 @@ impl Executor {
             .iter()
             .filter(|n| self.graph.node(n).is_some_and(|s| s.interrupt_after))
             .map(|n| {
-                let writes: Map<String, Value> =
-                    results.iter().filter(|r| &r.node == n).flat_map(|r| r.writes.clone()).collect();
+                let writes: Map<String, Value> = results
+                    .iter()
+                    .filter(|r| &r.node == n)
+                    .flat_map(|r| r.writes.clone())
+                    .collect();
                 json!(Interrupt {
                     id: format!("{}:after:{n}", ckpt.id),
                     node: n.clone(),
@@ -563,11 +718,22 @@ enum StepEnd {
 }
 
 fn unreachable_interrupt(task_id: &str, node: &str) -> Interrupt {
-    Interrupt { id: task_id.to_string(), node: node.to_string(), kind: InterruptKind::Node, payload: Value::Null, actions: vec![], expires_in_s: None }
+    Interrupt {
+        id: task_id.to_string(),
+        node: node.to_string(),
+        kind: InterruptKind::Node,
+        payload: Value::Null,
+        actions: vec![],
+        expires_in_s: None,
+    }
 }
 
 /// Runs one task with its timeout and retry policy, emitting node events.
-async fn run_task(spec: NodeSpec, mut ctx: NodeContext, events: Arc<dyn EventSink>) -> Result<NodeOutput, EngineError> {
+async fn run_task(
+    spec: NodeSpec,
+    mut ctx: NodeContext,
+    events: Arc<dyn EventSink>,
+) -> Result<NodeOutput, EngineError> {
     let policy = &spec.retry;
     let mut attempt = 1;
     loop {
@@ -594,7 +760,9 @@ async fn run_task(spec: NodeSpec, mut ctx: NodeContext, events: Arc<dyn EventSin
                         "task_id": ctx.task_id, "index": ctx.index, "ms": elapsed_ms,
                         "channels": writes.keys().collect::<Vec<_>>(), "goto": goto,
                     }),
-                    NodeOutput::Interrupt { .. } => json!({"task_id": ctx.task_id, "interrupted": true, "ms": elapsed_ms}),
+                    NodeOutput::Interrupt { .. } => {
+                        json!({"task_id": ctx.task_id, "interrupted": true, "ms": elapsed_ms})
+                    }
                 };
                 ctx.emit("node.finished", data);
                 return Ok(out);
@@ -617,9 +785,15 @@ async fn run_task(spec: NodeSpec, mut ctx: NodeContext, events: Arc<dyn EventSin
                 );
                 if e.message.starts_with("timed out after") {
                     let after_ms = spec.timeout.map(|t| t.as_millis() as u64).unwrap_or(0);
-                    return Err(EngineError::Timeout { node: ctx.node.clone(), after_ms });
+                    return Err(EngineError::Timeout {
+                        node: ctx.node.clone(),
+                        after_ms,
+                    });
                 }
-                return Err(EngineError::Node { node: ctx.node.clone(), message: e.message });
+                return Err(EngineError::Node {
+                    node: ctx.node.clone(),
+                    message: e.message,
+                });
             }
         }
     }

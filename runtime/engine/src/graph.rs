@@ -68,7 +68,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_steps: 100, deadline: None }
+        Self {
+            max_steps: 100,
+            deadline: None,
+        }
     }
 }
 
@@ -116,7 +119,10 @@ pub struct GraphBuilder {
 
 impl GraphBuilder {
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), ..Default::default() }
+        Self {
+            name: name.into(),
+            ..Default::default()
+        }
     }
 
     pub fn channel(mut self, channel: ChannelSpec) -> Self {
@@ -130,12 +136,20 @@ impl GraphBuilder {
     }
 
     pub fn edge(mut self, from: &str, to: &str) -> Self {
-        self.edges.push(Edge { from: from.into(), to: to.into(), condition: None });
+        self.edges.push(Edge {
+            from: from.into(),
+            to: to.into(),
+            condition: None,
+        });
         self
     }
 
     pub fn conditional_edge(mut self, from: &str, to: &str, condition: Arc<dyn Condition>) -> Self {
-        self.edges.push(Edge { from: from.into(), to: to.into(), condition: Some(condition) });
+        self.edges.push(Edge {
+            from: from.into(),
+            to: to.into(),
+            condition: Some(condition),
+        });
         self
     }
 
@@ -156,7 +170,12 @@ impl GraphBuilder {
 
     /// Builds the graph after checking its structure; every defect is reported.
     pub fn build(self) -> Result<Graph, Vec<StructureError>> {
-        let index = self.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
+        let index = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
         let graph = Graph {
             name: self.name,
             channels: self.channels,
@@ -168,7 +187,11 @@ impl GraphBuilder {
             index,
         };
         let errors = graph.check();
-        if errors.is_empty() { Ok(graph) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(graph)
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -202,10 +225,18 @@ impl Graph {
         let mut seen = HashSet::new();
         for n in &self.nodes {
             if n.name == END {
-                errors.push(err(format!("`{END}` is reserved and cannot name a node"), Some(&n.name), None));
+                errors.push(err(
+                    format!("`{END}` is reserved and cannot name a node"),
+                    Some(&n.name),
+                    None,
+                ));
             }
             if !seen.insert(&n.name) {
-                errors.push(err(format!("node `{}` is declared twice", n.name), Some(&n.name), None));
+                errors.push(err(
+                    format!("node `{}` is declared twice", n.name),
+                    Some(&n.name),
+                    None,
+                ));
             }
         }
         if self.entry.is_empty() {
@@ -218,12 +249,24 @@ impl Graph {
         }
         for (i, e) in self.edges.iter().enumerate() {
             if e.from == END {
-                errors.push(err(format!("edge from `{END}`: nothing runs after the end"), None, Some(i)));
+                errors.push(err(
+                    format!("edge from `{END}`: nothing runs after the end"),
+                    None,
+                    Some(i),
+                ));
             } else if self.node(&e.from).is_none() {
-                errors.push(err(format!("edge from unknown node `{}`", e.from), None, Some(i)));
+                errors.push(err(
+                    format!("edge from unknown node `{}`", e.from),
+                    None,
+                    Some(i),
+                ));
             }
             if e.to != END && self.node(&e.to).is_none() {
-                errors.push(err(format!("edge to unknown node `{}`", e.to), None, Some(i)));
+                errors.push(err(
+                    format!("edge to unknown node `{}`", e.to),
+                    None,
+                    Some(i),
+                ));
             }
         }
         if !errors.is_empty() {
@@ -231,7 +274,11 @@ impl Graph {
         }
 
         let mut g: DiGraph<&str, Option<usize>> = DiGraph::new();
-        let idx: BTreeMap<&str, NodeIndex> = self.nodes.iter().map(|n| (n.name.as_str(), g.add_node(n.name.as_str()))).collect();
+        let idx: BTreeMap<&str, NodeIndex> = self
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), g.add_node(n.name.as_str())))
+            .collect();
         for (i, e) in self.edges.iter().enumerate() {
             if e.to != END {
                 g.add_edge(idx[e.from.as_str()], idx[e.to.as_str()], Some(i));
@@ -252,7 +299,11 @@ impl Graph {
         }
         for n in &self.nodes {
             if !reached.contains(&idx[n.name.as_str()]) {
-                errors.push(err(format!("node `{}` is unreachable from the entry", n.name), Some(&n.name), None));
+                errors.push(err(
+                    format!("node `{}` is unreachable from the entry", n.name),
+                    Some(&n.name),
+                    None,
+                ));
             }
         }
 
@@ -261,7 +312,9 @@ impl Graph {
             let internal: Vec<_> = g
                 .edge_indices()
                 .filter(|&ei| {
-                    let (a, b) = g.edge_endpoints(ei).unwrap_or((NodeIndex::end(), NodeIndex::end()));
+                    let (a, b) = g
+                        .edge_endpoints(ei)
+                        .unwrap_or((NodeIndex::end(), NodeIndex::end()));
                     members.contains(&a) && members.contains(&b)
                 })
                 .collect();

@@ -7,6 +7,7 @@
 //! databases, HTTP or YAML: `crewgraph-store` implements the traits and
 //! `crewgraph-spec` builds [`Graph`]s from definitions.
 
+pub mod api;
 pub mod channel;
 pub mod checkpoint;
 pub mod error;
@@ -27,7 +28,7 @@ pub use checkpoint::{Blob, ChannelBlob, Checkpoint, CheckpointSource, Checkpoint
 pub use error::{EngineError, NodeError, StorageError};
 pub use event::{Event, EventSink, NullSink};
 pub use executor::{Executor, Outcome};
-pub use graph::{Edge, Graph, GraphBuilder, Limits, NodeSpec, StructureError, END};
+pub use graph::{END, Edge, Graph, GraphBuilder, Limits, NodeSpec, StructureError};
 pub use memory::MemoryStore;
 pub use node::{Node, NodeContext, NodeOutput};
 pub use retry::RetryPolicy;

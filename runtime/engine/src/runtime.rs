@@ -24,8 +24,16 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(checkpointer: Arc<dyn Checkpointer>, runs: Arc<dyn RunStore>, events: Arc<dyn EventSink>) -> Self {
-        Self { checkpointer, runs, events }
+    pub fn new(
+        checkpointer: Arc<dyn Checkpointer>,
+        runs: Arc<dyn RunStore>,
+        events: Arc<dyn EventSink>,
+    ) -> Self {
+        Self {
+            checkpointer,
+            runs,
+            events,
+        }
     }
 
     /// Records a queued run; `thread_id` defaults to a new thread.
@@ -44,18 +52,32 @@ impl Runtime {
     }
 
     pub async fn get_run(&self, id: &str) -> Result<Run, EngineError> {
-        self.runs.get_run(id).await?.ok_or_else(|| EngineError::RunNotFound(id.to_string()))
+        self.runs
+            .get_run(id)
+            .await?
+            .ok_or_else(|| EngineError::RunNotFound(id.to_string()))
     }
 
     /// Executes a queued run, or resumes a waiting or failed one, until it
     /// finishes or waits again. The returned run is already stored.
-    pub async fn execute(&self, graph: Arc<Graph>, run_id: &str, cancel: Option<CancellationToken>) -> Result<Run, EngineError> {
+    pub async fn execute(
+        &self,
+        graph: Arc<Graph>,
+        run_id: &str,
+        cancel: Option<CancellationToken>,
+    ) -> Result<Run, EngineError> {
         let mut run = self.get_run(run_id).await?;
         if run.status.is_terminal() && run.status != RunStatus::Failed {
-            return Err(EngineError::InvalidRunState { id: run.id, status: run.status.as_str().into(), what: "executed".into() });
+            return Err(EngineError::InvalidRunState {
+                id: run.id,
+                status: run.status.as_str().into(),
+                what: "executed".into(),
+            });
         }
         let latest = self.checkpointer.get(&run.thread_id, None).await?;
-        let started_here = latest.as_ref().is_some_and(|c| c.metadata.get("run_id") == Some(&json!(run.id)));
+        let started_here = latest
+            .as_ref()
+            .is_some_and(|c| c.metadata.get("run_id") == Some(&json!(run.id)));
         let resume = self.decisions(&run.id).await?;
         let first = run.status == RunStatus::Queued;
         run.status = RunStatus::Running;
@@ -64,7 +86,12 @@ impl Runtime {
         let kind = if first { "run.started" } else { "run.resumed" };
         self.emit(Event::new(kind, &run.id, &run.thread_id).data(json!({"graph": run.graph})));
 
-        let mut exec = Executor::new(graph.clone(), self.checkpointer.clone(), self.events.clone(), &run.id);
+        let mut exec = Executor::new(
+            graph.clone(),
+            self.checkpointer.clone(),
+            self.events.clone(),
+            &run.id,
+        );
         if let Some(c) = cancel {
             exec.cancel = c;
         }
@@ -77,11 +104,22 @@ impl Runtime {
     }
 
     async fn decisions(&self, run_id: &str) -> Result<HashMap<String, Decision>, EngineError> {
-        let approvals = self.runs.list_approvals(Some(ApprovalStatus::Decided), Some(run_id)).await?;
-        Ok(approvals.into_iter().filter_map(|a| a.decision.map(|d| (a.interrupt_id, d))).collect())
+        let approvals = self
+            .runs
+            .list_approvals(Some(ApprovalStatus::Decided), Some(run_id))
+            .await?;
+        Ok(approvals
+            .into_iter()
+            .filter_map(|a| a.decision.map(|d| (a.interrupt_id, d)))
+            .collect())
     }
 
-    async fn settle(&self, graph: &Graph, mut run: Run, outcome: Result<Outcome, EngineError>) -> Result<Run, EngineError> {
+    async fn settle(
+        &self,
+        graph: &Graph,
+        mut run: Run,
+        outcome: Result<Outcome, EngineError>,
+    ) -> Result<Run, EngineError> {
         run.updated_at = crate::now_ms();
         match outcome {
             Ok(Outcome::Finished(ckpt)) => {
@@ -89,15 +127,26 @@ impl Runtime {
                 run.output = output_of(graph, &ckpt);
                 run.error = Value::Null;
                 self.runs.update_run(&run).await?;
-                self.emit(Event::new("run.succeeded", &run.id, &run.thread_id).step(ckpt.step).data(json!({"output": run.output})));
+                self.emit(
+                    Event::new("run.succeeded", &run.id, &run.thread_id)
+                        .step(ckpt.step)
+                        .data(json!({"output": run.output})),
+                );
             }
-            Ok(Outcome::Waiting { checkpoint, interrupts }) => {
+            Ok(Outcome::Waiting {
+                checkpoint,
+                interrupts,
+            }) => {
                 run.status = RunStatus::Waiting;
                 self.runs.update_run(&run).await?;
                 let mut ids = Vec::new();
                 for i in interrupts {
                     let approval = Approval {
-                        id: Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{}\u{1f}{}", run.thread_id, i.id).as_bytes()).to_string(),
+                        id: Uuid::new_v5(
+                            &Uuid::NAMESPACE_OID,
+                            format!("{}\u{1f}{}", run.thread_id, i.id).as_bytes(),
+                        )
+                        .to_string(),
                         run_id: run.id.clone(),
                         thread_id: run.thread_id.clone(),
                         interrupt_id: i.id.clone(),
@@ -120,19 +169,33 @@ impl Runtime {
                     }
                     ids.push(approval.id);
                 }
-                self.emit(Event::new("run.waiting", &run.id, &run.thread_id).step(checkpoint.step).data(json!({"approvals": ids})));
+                self.emit(
+                    Event::new("run.waiting", &run.id, &run.thread_id)
+                        .step(checkpoint.step)
+                        .data(json!({"approvals": ids})),
+                );
             }
-            Ok(Outcome::Rejected { checkpoint, node, comment }) => {
+            Ok(Outcome::Rejected {
+                checkpoint,
+                node,
+                comment,
+            }) => {
                 run.status = RunStatus::Cancelled;
                 run.error = json!({"message": format!("rejected by reviewer at `{node}`"), "node": node, "comment": comment});
                 self.runs.update_run(&run).await?;
-                self.emit(Event::new("run.cancelled", &run.id, &run.thread_id).step(checkpoint.step).data(run.error.clone()));
+                self.emit(
+                    Event::new("run.cancelled", &run.id, &run.thread_id)
+                        .step(checkpoint.step)
+                        .data(run.error.clone()),
+                );
             }
             Err(EngineError::Cancelled) => {
                 run.status = RunStatus::Cancelled;
                 run.error = json!({"message": "run was cancelled"});
                 self.runs.update_run(&run).await?;
-                self.emit(Event::new("run.cancelled", &run.id, &run.thread_id).data(run.error.clone()));
+                self.emit(
+                    Event::new("run.cancelled", &run.id, &run.thread_id).data(run.error.clone()),
+                );
             }
             Err(EngineError::Storage(e)) => {
                 // The store is unreachable: the run keeps its last durable state
@@ -140,14 +203,18 @@ impl Runtime {
                 run.status = RunStatus::Failed;
                 run.error = json!({"message": format!("storage: {e}")});
                 let _ = self.runs.update_run(&run).await;
-                self.emit(Event::new("run.failed", &run.id, &run.thread_id).data(run.error.clone()));
+                self.emit(
+                    Event::new("run.failed", &run.id, &run.thread_id).data(run.error.clone()),
+                );
                 return Err(EngineError::Storage(e));
             }
             Err(e) => {
                 run.status = RunStatus::Failed;
                 run.error = json!({"message": e.to_string(), "node": e.node()});
                 self.runs.update_run(&run).await?;
-                self.emit(Event::new("run.failed", &run.id, &run.thread_id).data(run.error.clone()));
+                self.emit(
+                    Event::new("run.failed", &run.id, &run.thread_id).data(run.error.clone()),
+                );
             }
         }
         Ok(run)
@@ -155,14 +222,21 @@ impl Runtime {
 
     /// Records a decision on a pending approval. Exactly one decision wins;
     /// later ones get [`EngineError::AlreadyDecided`].
-    pub async fn decide(&self, approval_id: &str, decision: Decision) -> Result<Approval, EngineError> {
+    pub async fn decide(
+        &self,
+        approval_id: &str,
+        decision: Decision,
+    ) -> Result<Approval, EngineError> {
         let approval = self
             .runs
             .get_approval(approval_id)
             .await?
             .ok_or_else(|| EngineError::ApprovalNotFound(approval_id.to_string()))?;
         if approval.status != ApprovalStatus::Pending {
-            return Err(EngineError::AlreadyDecided { id: approval.id, status: approval.status.as_str().into() });
+            return Err(EngineError::AlreadyDecided {
+                id: approval.id,
+                status: approval.status.as_str().into(),
+            });
         }
         let action = decision.action.as_str();
         if !approval.actions.iter().any(|a| a == action) {
@@ -173,20 +247,36 @@ impl Runtime {
             });
         }
         let now = crate::now_ms();
-        if !self.runs.decide_approval(approval_id, &decision, now).await? {
-            return Err(EngineError::AlreadyDecided { id: approval.id, status: "decided".into() });
+        if !self
+            .runs
+            .decide_approval(approval_id, &decision, now)
+            .await?
+        {
+            return Err(EngineError::AlreadyDecided {
+                id: approval.id,
+                status: "decided".into(),
+            });
         }
         self.emit(
             Event::new("approval.decided", &approval.run_id, &approval.thread_id)
                 .node(&approval.node)
                 .data(json!({"approval_id": approval.id, "decision": decision})),
         );
-        Ok(Approval { status: ApprovalStatus::Decided, decision: Some(decision), decided_at: Some(now), ..approval })
+        Ok(Approval {
+            status: ApprovalStatus::Decided,
+            decision: Some(decision),
+            decided_at: Some(now),
+            ..approval
+        })
     }
 
     /// Whether every approval of a waiting run has been decided, so it can resume.
     pub async fn ready_to_resume(&self, run_id: &str) -> Result<bool, EngineError> {
-        Ok(self.runs.list_approvals(Some(ApprovalStatus::Pending), Some(run_id)).await?.is_empty())
+        Ok(self
+            .runs
+            .list_approvals(Some(ApprovalStatus::Pending), Some(run_id))
+            .await?
+            .is_empty())
     }
 
     /// Copies `thread_id` up to `checkpoint_id` into a new thread, applies
@@ -199,17 +289,34 @@ impl Runtime {
         patch: Map<String, Value>,
         definition: Option<String>,
     ) -> Result<Run, EngineError> {
-        let base = self.checkpointer.get(thread_id, Some(checkpoint_id)).await?.ok_or_else(|| EngineError::CheckpointNotFound {
-            thread: thread_id.to_string(),
-            checkpoint: checkpoint_id.to_string(),
-        })?;
+        let base = self
+            .checkpointer
+            .get(thread_id, Some(checkpoint_id))
+            .await?
+            .ok_or_else(|| EngineError::CheckpointNotFound {
+                thread: thread_id.to_string(),
+                checkpoint: checkpoint_id.to_string(),
+            })?;
         let new_thread = Uuid::now_v7().to_string();
         let mut run = Run::new(&graph.name, &new_thread, Value::Null);
         run.definition = definition;
-        self.checkpointer.copy_thread(thread_id, &new_thread, Some(checkpoint_id)).await?;
-        let mut copied = Checkpoint { thread_id: new_thread.clone(), ..base };
-        copied.metadata.insert("forked_from".into(), json!({"thread_id": thread_id, "checkpoint_id": checkpoint_id}));
-        let exec = Executor::new(graph, self.checkpointer.clone(), self.events.clone(), &run.id);
+        self.checkpointer
+            .copy_thread(thread_id, &new_thread, Some(checkpoint_id))
+            .await?;
+        let mut copied = Checkpoint {
+            thread_id: new_thread.clone(),
+            ..base
+        };
+        copied.metadata.insert(
+            "forked_from".into(),
+            json!({"thread_id": thread_id, "checkpoint_id": checkpoint_id}),
+        );
+        let exec = Executor::new(
+            graph,
+            self.checkpointer.clone(),
+            self.events.clone(),
+            &run.id,
+        );
         exec.update(&copied, &patch, CheckpointSource::Fork).await?;
         run.input = json!({"fork": {"thread_id": thread_id, "checkpoint_id": checkpoint_id, "patch": patch}});
         self.runs.create_run(&run).await?;
@@ -226,6 +333,12 @@ pub fn output_of(graph: &Graph, ckpt: &Checkpoint) -> Value {
     if graph.output.is_empty() {
         Value::Object(ckpt.values.clone())
     } else {
-        Value::Object(graph.output.iter().filter_map(|k| ckpt.values.get(k).map(|v| (k.clone(), v.clone()))).collect())
+        Value::Object(
+            graph
+                .output
+                .iter()
+                .filter_map(|k| ckpt.values.get(k).map(|v| (k.clone(), v.clone())))
+                .collect(),
+        )
     }
 }

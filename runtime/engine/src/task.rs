@@ -18,13 +18,20 @@ pub struct TaskSpec {
 
 impl TaskSpec {
     pub fn node(node: impl Into<String>) -> Self {
-        Self { node: node.into(), index: 0, input: None }
+        Self {
+            node: node.into(),
+            index: 0,
+            input: None,
+        }
     }
 
     /// Deterministic id from (thread, step, node, index): the same task gets the
     /// same id after a crash, so it can serve as a tool idempotency key.
     pub fn id(&self, thread_id: &str, step: i64) -> String {
-        let key = format!("{thread_id}\u{1f}{step}\u{1f}{}\u{1f}{}", self.node, self.index);
+        let key = format!(
+            "{thread_id}\u{1f}{step}\u{1f}{}\u{1f}{}",
+            self.node, self.index
+        );
         Uuid::new_v5(&Uuid::NAMESPACE_OID, key.as_bytes()).to_string()
     }
 }
@@ -74,8 +81,16 @@ mod tests {
 
     #[test]
     fn task_ids_are_deterministic_and_distinct() {
-        let a = TaskSpec { node: "n".into(), index: 0, input: None };
-        let b = TaskSpec { node: "n".into(), index: 1, input: None };
+        let a = TaskSpec {
+            node: "n".into(),
+            index: 0,
+            input: None,
+        };
+        let b = TaskSpec {
+            node: "n".into(),
+            index: 1,
+            input: None,
+        };
         assert_eq!(a.id("t", 3), a.id("t", 3));
         assert_ne!(a.id("t", 3), b.id("t", 3));
         assert_ne!(a.id("t", 3), a.id("t", 4));

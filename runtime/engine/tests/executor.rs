@@ -45,12 +45,17 @@ impl Node for ListNode {
         if item == json!("boom") {
             return Err(NodeError::fatal("boom item"));
         }
-        Ok(writes(json!({"results": [format!("done {}", item.as_str().unwrap_or(""))]})))
+        Ok(writes(
+            json!({"results": [format!("done {}", item.as_str().unwrap_or(""))]}),
+        ))
     }
     fn fan_out(&self, state: &Value) -> Result<Option<Vec<Value>>, NodeError> {
         match state.get(self.0) {
             Some(Value::Array(items)) => Ok(Some(items.clone())),
-            other => Err(NodeError::fatal(format!("`{}` is not a list: {other:?}", self.0))),
+            other => Err(NodeError::fatal(format!(
+                "`{}` is not a list: {other:?}",
+                self.0
+            ))),
         }
     }
 }
@@ -58,7 +63,11 @@ impl Node for ListNode {
 fn runtime() -> (Runtime, Arc<MemoryStore>, Arc<CollectSink>) {
     let store = Arc::new(MemoryStore::new());
     let sink = Arc::new(CollectSink::default());
-    (Runtime::new(store.clone(), store.clone(), sink.clone()), store, sink)
+    (
+        Runtime::new(store.clone(), store.clone(), sink.clone()),
+        store,
+        sink,
+    )
 }
 
 fn linear(n: usize) -> Graph {
@@ -83,17 +92,32 @@ fn linear(n: usize) -> Graph {
 async fn linear_graph_accumulates_and_checkpoints_each_step() {
     let (rt, store, sink) = runtime();
     let g = Arc::new(linear(10));
-    let run = rt.create_run(&g, Map::new(), Some("t1".into()), None).await.unwrap();
+    let run = rt
+        .create_run(&g, Map::new(), Some("t1".into()), None)
+        .await
+        .unwrap();
     let run = rt.execute(g, &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded);
     assert_eq!(run.output["count"], json!(10));
     assert_eq!(run.output["log"].as_array().unwrap().len(), 10);
     let history = store.list("t1", None).await.unwrap();
     assert_eq!(history.len(), 11, "input checkpoint plus one per step");
-    assert!(history.windows(2).all(|w| w[0].step > w[1].step), "newest first");
+    assert!(
+        history.windows(2).all(|w| w[0].step > w[1].step),
+        "newest first"
+    );
     assert_eq!(history[5].values["count"], json!(5));
-    assert_eq!(sink.kinds().iter().filter(|k| *k == "checkpoint.saved").count(), 11);
-    assert_eq!(sink.kinds().last().map(String::as_str), Some("run.succeeded"));
+    assert_eq!(
+        sink.kinds()
+            .iter()
+            .filter(|k| *k == "checkpoint.saved")
+            .count(),
+        11
+    );
+    assert_eq!(
+        sink.kinds().last().map(String::as_str),
+        Some("run.succeeded")
+    );
 }
 
 #[tokio::test]
@@ -103,8 +127,12 @@ async fn conditional_edges_route_on_state() {
         .channel(ChannelSpec::new("kind", Reducer::Replace))
         .channel(ChannelSpec::new("out", Reducer::Replace))
         .node(node("classify", |_| async { Ok(writes(json!({}))) }))
-        .node(node("a", |_| async { Ok(writes(json!({"out": "went a"}))) }))
-        .node(node("b", |_| async { Ok(writes(json!({"out": "went b"}))) }))
+        .node(node("a", |_| async {
+            Ok(writes(json!({"out": "went a"})))
+        }))
+        .node(node("b", |_| async {
+            Ok(writes(json!({"out": "went b"})))
+        }))
         .conditional_edge("classify", "a", Arc::new(FieldIs("kind", "a")))
         .conditional_edge("classify", "b", Arc::new(FieldIs("kind", "b")))
         .entry("classify")
@@ -128,21 +156,35 @@ async fn fan_out_reduces_every_item_and_resume_skips_saved_tasks() {
         .node(NodeSpec::new("each", Arc::new(ListNode("items"))))
         .node(node("sum", move |ctx| {
             c.fetch_add(1, Ordering::SeqCst);
-            async move { Ok(writes(json!({"items": ctx.state["results"].as_array().map(|a| a.len())}))) }
+            async move {
+                Ok(writes(
+                    json!({"items": ctx.state["results"].as_array().map(|a| a.len())}),
+                ))
+            }
         }))
         .edge("each", "sum")
         .entry("each")
         .build()
         .unwrap_or_else(|e| panic!("{e:?}"));
     let g = Arc::new(g);
-    let input = json!({"items": ["a", "boom", "c"]}).as_object().cloned().unwrap();
-    let run = rt.create_run(&g, input, Some("fan".into()), None).await.unwrap();
+    let input = json!({"items": ["a", "boom", "c"]})
+        .as_object()
+        .cloned()
+        .unwrap();
+    let run = rt
+        .create_run(&g, input, Some("fan".into()), None)
+        .await
+        .unwrap();
     let run = rt.execute(g.clone(), &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.error["node"], json!("each"));
     let latest = store.get("fan", None).await.unwrap().unwrap();
     let saved = store.get_writes("fan", latest.id).await.unwrap();
-    assert_eq!(saved.len(), 2, "the two tasks that finished saved their writes");
+    assert_eq!(
+        saved.len(),
+        2,
+        "the two tasks that finished saved their writes"
+    );
 
     // Fix the bad item in place of the failing task's input and resume: only it re-runs.
     let before = sink.kinds().iter().filter(|k| *k == "node.started").count();
@@ -155,8 +197,15 @@ async fn fan_out_reduces_every_item_and_resume_skips_saved_tasks() {
     let run = rt.execute(g, &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
     let started_after = sink.kinds().iter().filter(|k| *k == "node.started").count() - before;
-    assert_eq!(started_after, 2, "the fixed fan-out task and `sum`, nothing else");
-    assert_eq!(run.output["results"], json!(["done a", "done b", "done c"]), "reduced in task order");
+    assert_eq!(
+        started_after, 2,
+        "the fixed fan-out task and `sum`, nothing else"
+    );
+    assert_eq!(
+        run.output["results"],
+        json!(["done a", "done b", "done c"]),
+        "reduced in task order"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
@@ -178,7 +227,10 @@ async fn two_replace_writers_in_one_step_fail_with_both_names() {
     let run = rt.execute(g, &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Failed);
     let msg = run.error["message"].as_str().unwrap();
-    assert!(msg.contains("`left` and `right`") && msg.contains("`x`"), "{msg}");
+    assert!(
+        msg.contains("`left` and `right`") && msg.contains("`x`"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -198,7 +250,10 @@ async fn fan_out_over_a_non_list_is_a_clear_error() {
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.error["node"], json!("each"));
     let msg = run.error["message"].as_str().unwrap();
-    assert!(msg.contains("fan-out of `each`") && msg.contains("not a list"), "{msg}");
+    assert!(
+        msg.contains("fan-out of `each`") && msg.contains("not a list"),
+        "{msg}"
+    );
 }
 
 fn approval_graph() -> Graph {
@@ -215,7 +270,11 @@ fn approval_graph() -> Graph {
                 Some(d) => Ok(writes(json!({"decision": d["action"]}))),
             }
         }))
-        .node(node("publish", |ctx| async move { Ok(writes(json!({"published": ctx.state["decision"] == json!("approve")}))) }))
+        .node(node("publish", |ctx| async move {
+            Ok(writes(
+                json!({"published": ctx.state["decision"] == json!("approve")}),
+            ))
+        }))
         .edge("review", "publish")
         .entry("review")
         .build()
@@ -229,26 +288,58 @@ async fn approval_waits_then_resumes_with_the_decision_once() {
     let run = rt.create_run(&g, Map::new(), None, None).await.unwrap();
     let run = rt.execute(g.clone(), &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Waiting);
-    let approvals = store.list_approvals(Some(ApprovalStatus::Pending), Some(&run.id)).await.unwrap();
+    let approvals = store
+        .list_approvals(Some(ApprovalStatus::Pending), Some(&run.id))
+        .await
+        .unwrap();
     assert_eq!(approvals.len(), 1);
     assert_eq!(approvals[0].payload, json!({"draft": "hello"}));
 
     // Executing again without a decision stays waiting and does not duplicate the approval.
     let again = rt.execute(g.clone(), &run.id, None).await.unwrap();
     assert_eq!(again.status, RunStatus::Waiting);
-    assert_eq!(store.list_approvals(None, Some(&run.id)).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .list_approvals(None, Some(&run.id))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 
-    let decision = Decision { action: DecisionAction::Approve, value: None, comment: None };
+    let decision = Decision {
+        action: DecisionAction::Approve,
+        value: None,
+        comment: None,
+    };
     rt.decide(&approvals[0].id, decision.clone()).await.unwrap();
     let second = rt.decide(&approvals[0].id, decision).await.unwrap_err();
-    assert!(matches!(second, EngineError::AlreadyDecided { .. }), "{second}");
-    let bad = rt.decide(&approvals[0].id, Decision { action: DecisionAction::Edit, value: None, comment: None }).await;
+    assert!(
+        matches!(second, EngineError::AlreadyDecided { .. }),
+        "{second}"
+    );
+    let bad = rt
+        .decide(
+            &approvals[0].id,
+            Decision {
+                action: DecisionAction::Edit,
+                value: None,
+                comment: None,
+            },
+        )
+        .await;
     assert!(bad.is_err());
 
     let done = rt.execute(g, &run.id, None).await.unwrap();
     assert_eq!(done.status, RunStatus::Succeeded);
     assert_eq!(done.output["published"], json!(true));
-    assert_eq!(sink.kinds().iter().filter(|k| *k == "approval.requested").count(), 1);
+    assert_eq!(
+        sink.kinds()
+            .iter()
+            .filter(|k| *k == "approval.requested")
+            .count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -256,7 +347,9 @@ async fn interrupt_before_and_after_pause_the_run() {
     let (rt, store, _) = runtime();
     let mut a = node("a", |_| async { Ok(writes(json!({"x": "a"}))) });
     a.interrupt_after = true;
-    let mut b = node("b", |ctx| async move { Ok(writes(json!({"y": format!("b saw {}", ctx.state["x"])}))) });
+    let mut b = node("b", |ctx| async move {
+        Ok(writes(json!({"y": format!("b saw {}", ctx.state["x"])})))
+    });
     b.interrupt_before = true;
     let g = GraphBuilder::new("hitl")
         .channel(ChannelSpec::new("x", Reducer::Replace))
@@ -271,16 +364,38 @@ async fn interrupt_before_and_after_pause_the_run() {
     let run = rt.create_run(&g, Map::new(), None, None).await.unwrap();
     let run = rt.execute(g.clone(), &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Waiting);
-    let after = store.list_approvals(Some(ApprovalStatus::Pending), Some(&run.id)).await.unwrap();
-    assert_eq!(after[0].node, "a");
-    rt.decide(&after[0].id, Decision { action: DecisionAction::Edit, value: Some(json!({"x": "edited"})), comment: None })
+    let after = store
+        .list_approvals(Some(ApprovalStatus::Pending), Some(&run.id))
         .await
         .unwrap();
+    assert_eq!(after[0].node, "a");
+    rt.decide(
+        &after[0].id,
+        Decision {
+            action: DecisionAction::Edit,
+            value: Some(json!({"x": "edited"})),
+            comment: None,
+        },
+    )
+    .await
+    .unwrap();
     let run = rt.execute(g.clone(), &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Waiting, "now before `b`");
-    let before = store.list_approvals(Some(ApprovalStatus::Pending), Some(&run.id)).await.unwrap();
+    let before = store
+        .list_approvals(Some(ApprovalStatus::Pending), Some(&run.id))
+        .await
+        .unwrap();
     assert_eq!(before[0].node, "b");
-    rt.decide(&before[0].id, Decision { action: DecisionAction::Approve, value: None, comment: None }).await.unwrap();
+    rt.decide(
+        &before[0].id,
+        Decision {
+            action: DecisionAction::Approve,
+            value: None,
+            comment: None,
+        },
+    )
+    .await
+    .unwrap();
     let run = rt.execute(g, &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded);
     assert_eq!(run.output["y"], json!("b saw \"edited\""));
@@ -289,20 +404,33 @@ async fn interrupt_before_and_after_pause_the_run() {
 #[tokio::test]
 async fn goto_overrides_edges_and_max_steps_stops_loops() {
     let (rt, _, _) = runtime();
-    let mut spin = node("spin", |_| async { Ok(NodeOutput::Writes { writes: json!({"n": 1}).as_object().cloned().unwrap(), goto: Some(vec!["spin".into()]) }) });
+    let mut spin = node("spin", |_| async {
+        Ok(NodeOutput::Writes {
+            writes: json!({"n": 1}).as_object().cloned().unwrap(),
+            goto: Some(vec!["spin".into()]),
+        })
+    });
     spin.may_goto = vec!["spin".into()];
     let g = GraphBuilder::new("spin")
         .channel(ChannelSpec::new("n", Reducer::Sum))
         .node(spin)
         .entry("spin")
-        .limits(Limits { max_steps: 5, deadline: None })
+        .limits(Limits {
+            max_steps: 5,
+            deadline: None,
+        })
         .build()
         .unwrap_or_else(|e| panic!("{e:?}"));
     let g = Arc::new(g);
     let run = rt.create_run(&g, Map::new(), None, None).await.unwrap();
     let run = rt.execute(g, &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Failed);
-    assert!(run.error["message"].as_str().unwrap().contains("max_steps (5)"));
+    assert!(
+        run.error["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_steps (5)")
+    );
 }
 
 #[tokio::test]
@@ -312,9 +440,20 @@ async fn retries_transient_errors_and_times_out_slow_nodes() {
     let t = tries.clone();
     let mut flaky = node("flaky", move |_| {
         let n = t.fetch_add(1, Ordering::SeqCst);
-        async move { if n < 2 { Err(NodeError::transient("503")) } else { Ok(writes(json!({"ok": true}))) } }
+        async move {
+            if n < 2 {
+                Err(NodeError::transient("503"))
+            } else {
+                Ok(writes(json!({"ok": true})))
+            }
+        }
     });
-    flaky.retry = RetryPolicy { max_attempts: 3, initial_backoff_ms: 1, jitter: true, ..Default::default() };
+    flaky.retry = RetryPolicy {
+        max_attempts: 3,
+        initial_backoff_ms: 1,
+        jitter: true,
+        ..Default::default()
+    };
     let mut slow = node("slow", |_| async {
         tokio::time::sleep(Duration::from_secs(5)).await;
         Ok(writes(json!({})))
@@ -332,7 +471,10 @@ async fn retries_transient_errors_and_times_out_slow_nodes() {
     let run = rt.create_run(&g, Map::new(), None, None).await.unwrap();
     let run = rt.execute(g, &run.id, None).await.unwrap();
     assert_eq!(tries.load(Ordering::SeqCst), 3);
-    assert_eq!(sink.kinds().iter().filter(|k| *k == "node.retry").count(), 2);
+    assert_eq!(
+        sink.kinds().iter().filter(|k| *k == "node.retry").count(),
+        2
+    );
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.error["node"], json!("slow"));
     assert!(run.error["message"].as_str().unwrap().contains("timed out"));
@@ -345,19 +487,29 @@ async fn fork_with_patch_diverges_from_the_original() {
         .channel(ChannelSpec::new("topic", Reducer::Replace))
         .channel(ChannelSpec::new("log", Reducer::Append))
         .node(node("a", |_| async { Ok(writes(json!({"log": "a"}))) }))
-        .node(node("b", |ctx| async move { Ok(writes(json!({"log": format!("b:{}", ctx.state["topic"].as_str().unwrap_or(""))}))) }))
+        .node(node("b", |ctx| async move {
+            Ok(writes(
+                json!({"log": format!("b:{}", ctx.state["topic"].as_str().unwrap_or(""))}),
+            ))
+        }))
         .edge("a", "b")
         .entry("a")
         .build()
         .unwrap_or_else(|e| panic!("{e:?}"));
     let g = Arc::new(g);
     let input = json!({"topic": "cats"}).as_object().cloned().unwrap();
-    let run = rt.create_run(&g, input, Some("orig".into()), None).await.unwrap();
+    let run = rt
+        .create_run(&g, input, Some("orig".into()), None)
+        .await
+        .unwrap();
     rt.execute(g.clone(), &run.id, None).await.unwrap();
     let history = store.list("orig", None).await.unwrap();
     let middle = history.iter().find(|c| c.step == 1).unwrap();
     let patch = json!({"topic": "dogs"}).as_object().cloned().unwrap();
-    let forked = rt.fork(g.clone(), "orig", middle.id, patch, None).await.unwrap();
+    let forked = rt
+        .fork(g.clone(), "orig", middle.id, patch, None)
+        .await
+        .unwrap();
     let done = rt.execute(g, &forked.id, None).await.unwrap();
     assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
     assert_eq!(done.output["log"], json!(["a", "b:dogs"]));
@@ -368,7 +520,10 @@ async fn fork_with_patch_diverges_from_the_original() {
 #[test]
 fn structure_checks_find_unknown_unreachable_and_endless_cycles() {
     let noop = || node("x", |_| async { Ok(writes(json!({}))) });
-    let named = |n: &str| NodeSpec { name: n.into(), ..noop() };
+    let named = |n: &str| NodeSpec {
+        name: n.into(),
+        ..noop()
+    };
     let errs = GraphBuilder::new("bad")
         .node(named("a"))
         .node(named("b"))
@@ -384,8 +539,14 @@ fn structure_checks_find_unknown_unreachable_and_endless_cycles() {
         .err()
         .unwrap();
     let text: Vec<String> = errs.iter().map(|e| e.message.clone()).collect();
-    assert!(text.iter().any(|m| m.contains("unknown node `ghost`")), "{text:?}");
-    assert!(text.iter().any(|m| m.contains("edge from `END`")), "{text:?}");
+    assert!(
+        text.iter().any(|m| m.contains("unknown node `ghost`")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter().any(|m| m.contains("edge from `END`")),
+        "{text:?}"
+    );
     let errs = GraphBuilder::new("bad")
         .node(named("a"))
         .node(named("b"))
@@ -399,7 +560,14 @@ fn structure_checks_find_unknown_unreachable_and_endless_cycles() {
         .err()
         .unwrap();
     let text: Vec<String> = errs.iter().map(|e| e.message.clone()).collect();
-    assert!(text.iter().any(|m| m.contains("`lonely` is unreachable")), "{text:?}");
-    assert!(text.iter().any(|m| m.contains("cycle b -> c has no exit condition")), "{text:?}");
+    assert!(
+        text.iter().any(|m| m.contains("`lonely` is unreachable")),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|m| m.contains("cycle b -> c has no exit condition")),
+        "{text:?}"
+    );
     let _ = HashMap::<String, String>::new();
 }

@@ -15,8 +15,17 @@ use crate::nodes::{BuildCtx, Registry};
 use crate::template::Expr;
 use crate::yaml::{self, Fields, Kind, Loc, Yaml};
 
-const COMMON_NODE_KEYS: &[&str] = &["kind", "description", "retry", "timeout_s", "interrupt_before", "interrupt_after"];
-const TYPES: &[&str] = &["string", "number", "integer", "boolean", "array", "object", "any"];
+const COMMON_NODE_KEYS: &[&str] = &[
+    "kind",
+    "description",
+    "retry",
+    "timeout_s",
+    "interrupt_before",
+    "interrupt_after",
+];
+const TYPES: &[&str] = &[
+    "string", "number", "integer", "boolean", "array", "object", "any",
+];
 
 /// A compiled graph definition with what the engine graph does not carry.
 #[derive(Clone)]
@@ -32,13 +41,24 @@ impl GraphDef {
     pub fn validate_input(&self, input: &Map<String, Value>) -> Result<(), String> {
         for (k, v) in input {
             let Some(ch) = self.graph.channel(k) else {
-                let names: Vec<&str> = self.graph.channels.iter().map(|c| c.name.as_str()).collect();
-                return Err(format!("input.{k}: unknown channel (declared: {})", names.join(", ")));
+                let names: Vec<&str> = self
+                    .graph
+                    .channels
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                return Err(format!(
+                    "input.{k}: unknown channel (declared: {})",
+                    names.join(", ")
+                ));
             };
             if let Some(t) = &ch.r#type
                 && !type_matches(t, v)
             {
-                return Err(format!("input.{k}: expected {t}, got {}", crewgraph_engine::channel::kind_of(v)));
+                return Err(format!(
+                    "input.{k}: expected {t}, got {}",
+                    crewgraph_engine::channel::kind_of(v)
+                ));
             }
         }
         Ok(())
@@ -58,15 +78,30 @@ fn type_matches(t: &str, v: &Value) -> bool {
 }
 
 /// Reads and compiles a graph file.
-pub fn load_graph_file(path: &Path, registry: &Registry, catalog: Option<&Catalog>) -> Result<GraphDef, SpecErrors> {
+pub fn load_graph_file(
+    path: &Path,
+    registry: &Registry,
+    catalog: Option<&Catalog>,
+) -> Result<GraphDef, SpecErrors> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| SpecError::at(&file, Loc { line: 1, column: 1 }, format!("cannot read the file: {e}")))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        SpecError::at(
+            &file,
+            Loc { line: 1, column: 1 },
+            format!("cannot read the file: {e}"),
+        )
+    })?;
     parse_graph(&file, &text, registry, catalog, 0)
 }
 
 /// Compiles graph YAML. `file` is used in error locations.
-pub fn parse_graph(file: &str, text: &str, registry: &Registry, catalog: Option<&Catalog>, depth: u32) -> Result<GraphDef, SpecErrors> {
+pub fn parse_graph(
+    file: &str,
+    text: &str,
+    registry: &Registry,
+    catalog: Option<&Catalog>,
+    depth: u32,
+) -> Result<GraphDef, SpecErrors> {
     let root = yaml::parse(file, text)?;
     let mut f = Fields::new(file, &root, "the graph")?;
     let name = f.req_str("name")?.to_string();
@@ -86,7 +121,9 @@ pub fn parse_graph(file: &str, text: &str, registry: &Registry, catalog: Option<
     if let Some(out) = f.opt_strings("output")? {
         if let Some(bad) = out.iter().find(|o| !channel_names.contains(*o)) {
             let at = root.get("output").unwrap_or(&root);
-            return Err(f.err(at, format!("`output` names unknown channel `{bad}`")).into());
+            return Err(f
+                .err(at, format!("`output` names unknown channel `{bad}`"))
+                .into());
         }
         builder = builder.output(out);
     }
@@ -95,8 +132,22 @@ pub fn parse_graph(file: &str, text: &str, registry: &Registry, catalog: Option<
     let mut errors = Vec::new();
     let mut node_locs: Vec<(String, Loc)> = Vec::new();
     let nodes = f.req("nodes")?;
-    let entries = nodes.entries().ok_or_else(|| f.err(nodes, format!("`nodes`: expected a mapping of node name to node, found {}", nodes.type_name())))?;
-    let ctx = BuildCtx { file, channels: &channel_names, registry, catalog, depth };
+    let entries = nodes.entries().ok_or_else(|| {
+        f.err(
+            nodes,
+            format!(
+                "`nodes`: expected a mapping of node name to node, found {}",
+                nodes.type_name()
+            ),
+        )
+    })?;
+    let ctx = BuildCtx {
+        file,
+        channels: &channel_names,
+        registry,
+        catalog,
+        depth,
+    };
     for (key, decl) in entries {
         node_locs.push((key.name.clone(), key.loc));
         match read_node(&key.name, decl, &ctx) {
@@ -108,7 +159,15 @@ pub fn parse_graph(file: &str, text: &str, registry: &Registry, catalog: Option<
     let mut edge_locs = Vec::new();
     if let Some(edges) = f.opt("edges") {
         let Kind::Seq(items) = &edges.kind else {
-            return Err(f.err(edges, format!("`edges`: expected a list of {{from, to, when}}, found {}", edges.type_name())).into());
+            return Err(f
+                .err(
+                    edges,
+                    format!(
+                        "`edges`: expected a list of {{from, to, when}}, found {}",
+                        edges.type_name()
+                    ),
+                )
+                .into());
         };
         for item in items {
             edge_locs.push(item.loc);
@@ -134,18 +193,28 @@ pub fn parse_graph(file: &str, text: &str, registry: &Registry, catalog: Option<
                     let loc = s
                         .edge
                         .and_then(|i| edge_locs.get(i).copied())
-                        .or_else(|| s.node.as_ref().and_then(|n| node_locs.iter().find(|(k, _)| k == n).map(|(_, l)| *l)))
+                        .or_else(|| {
+                            s.node.as_ref().and_then(|n| {
+                                node_locs.iter().find(|(k, _)| k == n).map(|(_, l)| *l)
+                            })
+                        })
                         .unwrap_or(entry_at.loc);
                     SpecError::at(file, loc, s.message)
                 })
                 .collect(),
         )
     })?;
-    Ok(GraphDef { graph: Arc::new(graph), file: file.to_string(), description })
+    Ok(GraphDef {
+        graph: Arc::new(graph),
+        file: file.to_string(),
+        description,
+    })
 }
 
 fn read_channels(f: &mut Fields<'_>) -> Result<Vec<ChannelSpec>, SpecError> {
-    let Some(state) = f.opt("state") else { return Ok(vec![]) };
+    let Some(state) = f.opt("state") else {
+        return Ok(vec![]);
+    };
     let entries = state
         .entries()
         .ok_or_else(|| f.err(state, format!("`state`: expected a mapping of channel name to {{type, reducer, default}}, found {}", state.type_name())))?;
@@ -171,7 +240,16 @@ fn read_channels(f: &mut Fields<'_>) -> Result<Vec<ChannelSpec>, SpecError> {
                 c.opt("description");
                 c.finish()?;
             }
-            _ => return Err(f.err(decl, format!("channel `{}`: expected a type name or a mapping, found {}", key.name, decl.type_name()))),
+            _ => {
+                return Err(f.err(
+                    decl,
+                    format!(
+                        "channel `{}`: expected a type name or a mapping, found {}",
+                        key.name,
+                        decl.type_name()
+                    ),
+                ));
+            }
         }
         out.push(spec);
     }
@@ -182,7 +260,10 @@ fn check_type(f: &Fields<'_>, at: &Yaml, t: &str) -> Result<String, SpecError> {
     if TYPES.contains(&t) {
         Ok(t.to_string())
     } else {
-        Err(f.err(at, format!("unknown type `{t}` (expected one of: {})", TYPES.join(", "))))
+        Err(f.err(
+            at,
+            format!("unknown type `{t}` (expected one of: {})", TYPES.join(", ")),
+        ))
     }
 }
 
@@ -256,8 +337,15 @@ fn read_edge(file: &str, item: &Yaml, channels: &BTreeSet<String>) -> Result<Rea
     let cond: Option<Arc<dyn Condition>> = match f.opt("when") {
         None => None,
         Some(w) => {
-            let src = w.as_str().ok_or_else(|| f.err(w, "`when`: expected a condition such as \"state.review.action == 'approve'\""))?;
-            Some(Arc::new(Expr::compile(src, channels).map_err(|m| f.err(w, m))?))
+            let src = w.as_str().ok_or_else(|| {
+                f.err(
+                    w,
+                    "`when`: expected a condition such as \"state.review.action == 'approve'\"",
+                )
+            })?;
+            Some(Arc::new(
+                Expr::compile(src, channels).map_err(|m| f.err(w, m))?,
+            ))
         }
     };
     f.finish()?;

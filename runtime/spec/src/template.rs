@@ -35,7 +35,10 @@ pub struct Scope<'a> {
 impl Scope<'_> {
     fn context(&self) -> minijinja::Value {
         let mut m = Map::new();
-        m.insert("state".into(), self.state.cloned().unwrap_or(Value::Object(Map::new())));
+        m.insert(
+            "state".into(),
+            self.state.cloned().unwrap_or(Value::Object(Map::new())),
+        );
         if let Some(i) = self.item {
             m.insert("item".into(), i.clone());
         }
@@ -53,7 +56,11 @@ impl Scope<'_> {
 }
 
 /// A compile error or an undeclared reference, with a message for the author.
-fn check_references(vars: impl IntoIterator<Item = String>, channels: &BTreeSet<String>, extra: &[&str]) -> Result<(), String> {
+fn check_references(
+    vars: impl IntoIterator<Item = String>,
+    channels: &BTreeSet<String>,
+    extra: &[&str],
+) -> Result<(), String> {
     for var in vars {
         let mut parts = var.split('.');
         let root = parts.next().unwrap_or_default();
@@ -62,10 +69,15 @@ fn check_references(vars: impl IntoIterator<Item = String>, channels: &BTreeSet<
                 && !channels.contains(ch)
             {
                 let known: Vec<&str> = channels.iter().map(String::as_str).collect();
-                return Err(format!("references `state.{ch}`, but the state has no channel `{ch}` (channels: {})", known.join(", ")));
+                return Err(format!(
+                    "references `state.{ch}`, but the state has no channel `{ch}` (channels: {})",
+                    known.join(", ")
+                ));
             }
         } else if !SCOPE.contains(&root) && !extra.contains(&root) {
-            return Err(format!("references unknown variable `{root}` (available: state, item, index, resume)"));
+            return Err(format!(
+                "references unknown variable `{root}` (available: state, item, index, resume)"
+            ));
         }
     }
     Ok(())
@@ -86,24 +98,40 @@ pub struct Expr {
 impl Expr {
     /// Compiles and checks that every `state.X` it reads is a declared channel.
     pub fn compile(source: &str, channels: &BTreeSet<String>) -> Result<Self, String> {
-        let expr = env().compile_expression(source).map_err(|e| format!("invalid condition `{source}`: {}", describe(&e)))?;
+        let expr = env()
+            .compile_expression(source)
+            .map_err(|e| format!("invalid condition `{source}`: {}", describe(&e)))?;
         check_references(expr.undeclared_variables(true), channels, &[])
             .map_err(|m| format!("condition `{source}` {m}"))?;
-        Ok(Self { source: source.to_string() })
+        Ok(Self {
+            source: source.to_string(),
+        })
     }
 
     pub fn eval(&self, scope: &Scope) -> Result<Value, String> {
-        let expr = env().compile_expression(&self.source).map_err(|e| describe(&e))?;
-        let v = expr.eval(scope.context()).map_err(|e| format!("`{}`: {}", self.source, describe(&e)))?;
+        let expr = env()
+            .compile_expression(&self.source)
+            .map_err(|e| describe(&e))?;
+        let v = expr
+            .eval(scope.context())
+            .map_err(|e| format!("`{}`: {}", self.source, describe(&e)))?;
         serde_json::to_value(&v).map_err(|e| e.to_string())
     }
 }
 
 impl Condition for Expr {
     fn eval(&self, state: &Value) -> Result<bool, String> {
-        let expr = env().compile_expression(&self.source).map_err(|e| describe(&e))?;
+        let expr = env()
+            .compile_expression(&self.source)
+            .map_err(|e| describe(&e))?;
         let v = expr
-            .eval(Scope { state: Some(state), ..Default::default() }.context())
+            .eval(
+                Scope {
+                    state: Some(state),
+                    ..Default::default()
+                }
+                .context(),
+            )
             .map_err(|e| format!("`{}`: {}", self.source, describe(&e)))?;
         Ok(v.is_true())
     }
@@ -138,21 +166,36 @@ impl ValueTemplate {
     /// Compiles every template in `value`, checking references against `channels`.
     pub fn compile(value: &Value, channels: &BTreeSet<String>) -> Result<Self, String> {
         Ok(match value {
-            Value::String(s) if s.contains("{{") || s.contains("{%") => match single_expression(s) {
-                Some(e) => {
-                    let expr = env().compile_expression(e).map_err(|err| format!("invalid template `{s}`: {}", describe(&err)))?;
-                    check_references(expr.undeclared_variables(true), channels, &[]).map_err(|m| format!("template `{s}` {m}"))?;
-                    ValueTemplate::Expr(e.to_string())
+            Value::String(s) if s.contains("{{") || s.contains("{%") => {
+                match single_expression(s) {
+                    Some(e) => {
+                        let expr = env()
+                            .compile_expression(e)
+                            .map_err(|err| format!("invalid template `{s}`: {}", describe(&err)))?;
+                        check_references(expr.undeclared_variables(true), channels, &[])
+                            .map_err(|m| format!("template `{s}` {m}"))?;
+                        ValueTemplate::Expr(e.to_string())
+                    }
+                    None => {
+                        let t = env()
+                            .template_from_str(s)
+                            .map_err(|err| format!("invalid template `{s}`: {}", describe(&err)))?;
+                        check_references(t.undeclared_variables(true), channels, &[])
+                            .map_err(|m| format!("template `{s}` {m}"))?;
+                        ValueTemplate::Text(s.clone())
+                    }
                 }
-                None => {
-                    let t = env().template_from_str(s).map_err(|err| format!("invalid template `{s}`: {}", describe(&err)))?;
-                    check_references(t.undeclared_variables(true), channels, &[]).map_err(|m| format!("template `{s}` {m}"))?;
-                    ValueTemplate::Text(s.clone())
-                }
-            },
-            Value::Array(items) => ValueTemplate::List(items.iter().map(|i| Self::compile(i, channels)).collect::<Result<_, _>>()?),
+            }
+            Value::Array(items) => ValueTemplate::List(
+                items
+                    .iter()
+                    .map(|i| Self::compile(i, channels))
+                    .collect::<Result<_, _>>()?,
+            ),
             Value::Object(m) => ValueTemplate::Object(
-                m.iter().map(|(k, v)| Ok((k.clone(), Self::compile(v, channels)?))).collect::<Result<_, String>>()?,
+                m.iter()
+                    .map(|(k, v)| Ok((k.clone(), Self::compile(v, channels)?)))
+                    .collect::<Result<_, String>>()?,
             ),
             other => ValueTemplate::Literal(other.clone()),
         })
@@ -163,14 +206,31 @@ impl ValueTemplate {
             ValueTemplate::Literal(v) => v.clone(),
             ValueTemplate::Expr(e) => {
                 let expr = env().compile_expression(e).map_err(|err| describe(&err))?;
-                let v = expr.eval(scope.context()).map_err(|err| format!("`{{{{ {e} }}}}`: {}", describe(&err)))?;
-                if v.is_undefined() { Value::Null } else { serde_json::to_value(&v).map_err(|err| err.to_string())? }
+                let v = expr
+                    .eval(scope.context())
+                    .map_err(|err| format!("`{{{{ {e} }}}}`: {}", describe(&err)))?;
+                if v.is_undefined() {
+                    Value::Null
+                } else {
+                    serde_json::to_value(&v).map_err(|err| err.to_string())?
+                }
             }
-            ValueTemplate::Text(t) => Value::String(env().render_str(t, scope.context()).map_err(|err| format!("`{t}`: {}", describe(&err)))?),
-            ValueTemplate::List(items) => Value::Array(items.iter().map(|i| i.render(scope)).collect::<Result<_, _>>()?),
-            ValueTemplate::Object(m) => {
-                Value::Object(m.iter().map(|(k, v)| Ok((k.clone(), v.render(scope)?))).collect::<Result<_, String>>()?)
-            }
+            ValueTemplate::Text(t) => Value::String(
+                env()
+                    .render_str(t, scope.context())
+                    .map_err(|err| format!("`{t}`: {}", describe(&err)))?,
+            ),
+            ValueTemplate::List(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|i| i.render(scope))
+                    .collect::<Result<_, _>>()?,
+            ),
+            ValueTemplate::Object(m) => Value::Object(
+                m.iter()
+                    .map(|(k, v)| Ok((k.clone(), v.render(scope)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
         })
     }
 }
@@ -187,16 +247,27 @@ mod tests {
     #[test]
     fn single_expressions_keep_their_type_and_text_renders() {
         let ch = channels(&["count", "topic"]);
-        let t = ValueTemplate::compile(&json!({"n": "{{ state.count + 1 }}", "s": "About {{ state.topic }}!"}), &ch).unwrap();
+        let t = ValueTemplate::compile(
+            &json!({"n": "{{ state.count + 1 }}", "s": "About {{ state.topic }}!"}),
+            &ch,
+        )
+        .unwrap();
         let state = json!({"count": 2, "topic": "cats"});
-        let out = t.render(&Scope { state: Some(&state), ..Default::default() }).unwrap();
+        let out = t
+            .render(&Scope {
+                state: Some(&state),
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(out, json!({"n": 3, "s": "About cats!"}));
     }
 
     #[test]
     fn missing_channels_and_unknown_names_are_caught_at_compile_time() {
         let ch = channels(&["review"]);
-        let e = Expr::compile("state.reviw.action == 'approve'", &ch).err().unwrap();
+        let e = Expr::compile("state.reviw.action == 'approve'", &ch)
+            .err()
+            .unwrap();
         assert!(e.contains("no channel `reviw`"), "{e}");
         assert!(Expr::compile("state.review.action == 'approve'", &ch).is_ok());
         let e = ValueTemplate::compile(&json!("{{ stat.review }}"), &ch).unwrap_err();

@@ -49,8 +49,14 @@ impl<'de> Deserialize<'de> for RawKind {
 }
 
 fn located(s: Spanned<RawKind>) -> Yaml {
-    let loc = Loc { line: s.referenced.line(), column: s.referenced.column() };
-    Yaml { loc, kind: s.value.0 }
+    let loc = Loc {
+        line: s.referenced.line(),
+        column: s.referenced.column(),
+    };
+    Yaml {
+        loc,
+        kind: s.value.0,
+    }
 }
 
 struct KindVisitor;
@@ -77,7 +83,9 @@ impl<'de> Visitor<'de> for KindVisitor {
         Ok(Kind::Int(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Kind, E> {
-        Ok(i64::try_from(v).map(Kind::Int).unwrap_or(Kind::Float(v as f64)))
+        Ok(i64::try_from(v)
+            .map(Kind::Int)
+            .unwrap_or(Kind::Float(v as f64)))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Kind, E> {
         Ok(Kind::Float(v))
@@ -105,10 +113,18 @@ impl<'de> Visitor<'de> for KindVisitor {
                 Kind::Bool(b) => b.to_string(),
                 Kind::Float(f) => f.to_string(),
                 Kind::Null => "null".to_string(),
-                _ => return Err(de::Error::custom(format!("line {}: a mapping key must be a scalar", key.loc.line))),
+                _ => {
+                    return Err(de::Error::custom(format!(
+                        "line {}: a mapping key must be a scalar",
+                        key.loc.line
+                    )));
+                }
             };
             if entries.iter().any(|(k, _)| k.name == name) {
-                return Err(de::Error::custom(format!("duplicate key `{name}` at line {}", key.loc.line)));
+                return Err(de::Error::custom(format!(
+                    "duplicate key `{name}` at line {}",
+                    key.loc.line
+                )));
             }
             let value = located(map.next_value::<Spanned<RawKind>>()?);
             entries.push((Key { name, loc: key.loc }, value));
@@ -120,15 +136,29 @@ impl<'de> Visitor<'de> for KindVisitor {
 /// Parses YAML text into a located tree; syntax errors carry their position.
 pub fn parse(file: &str, text: &str) -> Result<Yaml, SpecError> {
     if text.trim().is_empty() {
-        return Err(SpecError::at(file, Loc { line: 1, column: 1 }, "the file is empty; expected a YAML mapping"));
+        return Err(SpecError::at(
+            file,
+            Loc { line: 1, column: 1 },
+            "the file is empty; expected a YAML mapping",
+        ));
     }
     match serde_saphyr::from_str::<Spanned<RawKind>>(text) {
         Ok(v) => Ok(located(v)),
         Err(e) => {
-            let loc = e.location().map(|l| Loc { line: l.line(), column: l.column() }).unwrap_or(Loc { line: 1, column: 1 });
+            let loc = e
+                .location()
+                .map(|l| Loc {
+                    line: l.line(),
+                    column: l.column(),
+                })
+                .unwrap_or(Loc { line: 1, column: 1 });
             let msg = e.to_string();
             // The rendered error may include a source snippet; the first line is the message.
-            let first = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid YAML").trim();
+            let first = msg
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid YAML")
+                .trim();
             let first = first.trim_start_matches("error: ");
             Err(SpecError::at(file, loc, format!("invalid YAML: {first}")))
         }
@@ -163,7 +193,10 @@ impl Yaml {
     }
 
     pub fn get(&self, key: &str) -> Option<&Yaml> {
-        self.entries()?.iter().find(|(k, _)| k.name == key).map(|(_, v)| v)
+        self.entries()?
+            .iter()
+            .find(|(k, _)| k.name == key)
+            .map(|(_, v)| v)
     }
 
     /// The plain JSON value of this subtree.
@@ -172,10 +205,16 @@ impl Yaml {
             Kind::Null => Value::Null,
             Kind::Bool(b) => Value::Bool(*b),
             Kind::Int(i) => Value::from(*i),
-            Kind::Float(f) => serde_json::Number::from_f64(*f).map(Value::Number).unwrap_or(Value::Null),
+            Kind::Float(f) => serde_json::Number::from_f64(*f)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
             Kind::Str(s) => Value::String(s.clone()),
             Kind::Seq(items) => Value::Array(items.iter().map(Yaml::to_json).collect()),
-            Kind::Map(m) => Value::Object(m.iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect()),
+            Kind::Map(m) => Value::Object(
+                m.iter()
+                    .map(|(k, v)| (k.name.clone(), v.to_json()))
+                    .collect(),
+            ),
         }
     }
 }
@@ -192,9 +231,18 @@ impl<'a> Fields<'a> {
     /// `what` names the mapping in messages ("node `draft`", "the graph").
     pub fn new(file: &'a str, node: &'a Yaml, what: &'a str) -> Result<Self, SpecError> {
         if node.entries().is_none() {
-            return Err(SpecError::at(file, node.loc, format!("{what}: expected a mapping, found {}", node.type_name())));
+            return Err(SpecError::at(
+                file,
+                node.loc,
+                format!("{what}: expected a mapping, found {}", node.type_name()),
+            ));
         }
-        Ok(Self { file, node, what, used: Vec::new() })
+        Ok(Self {
+            file,
+            node,
+            what,
+            used: Vec::new(),
+        })
     }
 
     pub fn err(&self, at: &Yaml, message: impl Into<String>) -> SpecError {
@@ -208,58 +256,112 @@ impl<'a> Fields<'a> {
 
     pub fn req(&mut self, key: &'a str) -> Result<&'a Yaml, SpecError> {
         self.opt(key).ok_or_else(|| {
-            SpecError::at(self.file, self.node.loc, format!("{}: missing required key `{key}`", self.what))
+            SpecError::at(
+                self.file,
+                self.node.loc,
+                format!("{}: missing required key `{key}`", self.what),
+            )
         })
     }
 
     pub fn opt_str(&mut self, key: &'a str) -> Result<Option<&'a str>, SpecError> {
         match self.opt(key) {
             None => Ok(None),
-            Some(v) => v.as_str().map(Some).ok_or_else(|| self.err(v, format!("`{key}`: expected a string, found {}", v.type_name()))),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| {
+                self.err(
+                    v,
+                    format!("`{key}`: expected a string, found {}", v.type_name()),
+                )
+            }),
         }
     }
 
     pub fn req_str(&mut self, key: &'a str) -> Result<&'a str, SpecError> {
         let v = self.req(key)?;
-        v.as_str().ok_or_else(|| self.err(v, format!("`{key}`: expected a string, found {}", v.type_name())))
+        v.as_str().ok_or_else(|| {
+            self.err(
+                v,
+                format!("`{key}`: expected a string, found {}", v.type_name()),
+            )
+        })
     }
 
     pub fn opt_bool(&mut self, key: &'a str) -> Result<Option<bool>, SpecError> {
         match self.opt(key) {
             None => Ok(None),
-            Some(Yaml { kind: Kind::Bool(b), .. }) => Ok(Some(*b)),
-            Some(v) => Err(self.err(v, format!("`{key}`: expected true or false, found {}", v.type_name()))),
+            Some(Yaml {
+                kind: Kind::Bool(b),
+                ..
+            }) => Ok(Some(*b)),
+            Some(v) => Err(self.err(
+                v,
+                format!("`{key}`: expected true or false, found {}", v.type_name()),
+            )),
         }
     }
 
     pub fn opt_u64(&mut self, key: &'a str) -> Result<Option<u64>, SpecError> {
         match self.opt(key) {
             None => Ok(None),
-            Some(Yaml { kind: Kind::Int(i), .. }) if *i >= 0 => Ok(Some(*i as u64)),
-            Some(v) => Err(self.err(v, format!("`{key}`: expected a non-negative integer, found {}", v.type_name()))),
+            Some(Yaml {
+                kind: Kind::Int(i), ..
+            }) if *i >= 0 => Ok(Some(*i as u64)),
+            Some(v) => Err(self.err(
+                v,
+                format!(
+                    "`{key}`: expected a non-negative integer, found {}",
+                    v.type_name()
+                ),
+            )),
         }
     }
 
     pub fn opt_f64(&mut self, key: &'a str) -> Result<Option<f64>, SpecError> {
         match self.opt(key) {
             None => Ok(None),
-            Some(Yaml { kind: Kind::Int(i), .. }) if *i >= 0 => Ok(Some(*i as f64)),
-            Some(Yaml { kind: Kind::Float(f), .. }) if *f >= 0.0 => Ok(Some(*f)),
-            Some(v) => Err(self.err(v, format!("`{key}`: expected a non-negative number, found {}", v.type_name()))),
+            Some(Yaml {
+                kind: Kind::Int(i), ..
+            }) if *i >= 0 => Ok(Some(*i as f64)),
+            Some(Yaml {
+                kind: Kind::Float(f),
+                ..
+            }) if *f >= 0.0 => Ok(Some(*f)),
+            Some(v) => Err(self.err(
+                v,
+                format!(
+                    "`{key}`: expected a non-negative number, found {}",
+                    v.type_name()
+                ),
+            )),
         }
     }
 
     /// A string or a list of strings.
     pub fn opt_strings(&mut self, key: &'a str) -> Result<Option<Vec<String>>, SpecError> {
-        let Some(v) = self.opt(key) else { return Ok(None) };
+        let Some(v) = self.opt(key) else {
+            return Ok(None);
+        };
         match &v.kind {
             Kind::Str(s) => Ok(Some(vec![s.clone()])),
             Kind::Seq(items) => items
                 .iter()
-                .map(|i| i.as_str().map(str::to_string).ok_or_else(|| self.err(i, format!("`{key}`: expected a string, found {}", i.type_name()))))
+                .map(|i| {
+                    i.as_str().map(str::to_string).ok_or_else(|| {
+                        self.err(
+                            i,
+                            format!("`{key}`: expected a string, found {}", i.type_name()),
+                        )
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
-            _ => Err(self.err(v, format!("`{key}`: expected a string or a list of strings, found {}", v.type_name()))),
+            _ => Err(self.err(
+                v,
+                format!(
+                    "`{key}`: expected a string or a list of strings, found {}",
+                    v.type_name()
+                ),
+            )),
         }
     }
 
@@ -273,7 +375,12 @@ impl<'a> Fields<'a> {
                 return Err(SpecError::at(
                     self.file,
                     k.loc,
-                    format!("{}: unknown key `{}` (expected one of: {})", self.what, k.name, valid.join(", ")),
+                    format!(
+                        "{}: unknown key `{}` (expected one of: {})",
+                        self.what,
+                        k.name,
+                        valid.join(", ")
+                    ),
                 ));
             }
         }
@@ -290,10 +397,15 @@ mod tests {
         let y = parse("f.yaml", "a: 1\nb:\n  - x\n  - {c: true}\n").unwrap();
         let b = y.get("b").unwrap();
         assert_eq!(b.loc.line, 3);
-        let Kind::Seq(items) = &b.kind else { panic!("not a seq") };
+        let Kind::Seq(items) = &b.kind else {
+            panic!("not a seq")
+        };
         assert_eq!((items[1].loc.line, items[1].loc.column), (4, 5));
         assert_eq!(y.entries().unwrap()[1].0.loc, Loc { line: 2, column: 1 });
-        assert_eq!(y.to_json(), serde_json::json!({"a": 1, "b": ["x", {"c": true}]}));
+        assert_eq!(
+            y.to_json(),
+            serde_json::json!({"a": 1, "b": ["x", {"c": true}]})
+        );
     }
 
     #[test]

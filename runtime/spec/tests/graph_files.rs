@@ -20,9 +20,16 @@ fn errors(text: &str) -> Vec<String> {
 fn example_graphs_compile() {
     let catalog = Catalog::scan(&[graphs_dir()]);
     let names: Vec<&str> = catalog.names().collect();
-    for name in ["review-publish", "triage", "research-digest", "summarize-topic"] {
+    for name in [
+        "review-publish",
+        "triage",
+        "research-digest",
+        "summarize-topic",
+    ] {
         assert!(names.contains(&name), "{name} in {names:?}");
-        let def = catalog.load(name, &Registry::builtin()).unwrap_or_else(|e| panic!("{e}"));
+        let def = catalog
+            .load(name, &Registry::builtin())
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(def.graph.name, name);
     }
 }
@@ -40,33 +47,62 @@ fn condition_on_a_missing_channel_points_at_the_when() {
     let e = errors(
         "name: x\nstate:\n  review: {}\nentry: a\nnodes:\n  a: {kind: set}\n  b: {kind: set}\nedges:\n  - from: a\n    to: b\n    when: \"state.reveiw.action == 'ok'\"\n",
     );
-    assert_eq!(e, vec!["bad.yaml:11:11: condition `state.reveiw.action == 'ok'` references `state.reveiw`, but the state has no channel `reveiw` (channels: review)"]);
+    assert_eq!(
+        e,
+        vec![
+            "bad.yaml:11:11: condition `state.reveiw.action == 'ok'` references `state.reveiw`, but the state has no channel `reveiw` (channels: review)"
+        ]
+    );
 }
 
 #[test]
 fn unknown_keys_kinds_and_nodes_are_located() {
     let e = errors("name: x\nentry: a\nnodes:\n  a:\n    kind: set\n    valeus: {}\n");
-    assert!(e[0].starts_with("bad.yaml:6:5: node `a`: unknown key `valeus`"), "{e:?}");
+    assert!(
+        e[0].starts_with("bad.yaml:6:5: node `a`: unknown key `valeus`"),
+        "{e:?}"
+    );
 
     let e = errors("name: x\nentry: a\nnodes:\n  a:\n    kind: sett\n");
-    assert!(e[0].starts_with("bad.yaml:5:11: unknown node kind `sett`"), "{e:?}");
+    assert!(
+        e[0].starts_with("bad.yaml:5:11: unknown node kind `sett`"),
+        "{e:?}"
+    );
 
-    let e = errors("name: x\nentry: a\nnodes:\n  a: {kind: set}\nedges:\n  - {from: a, to: ghost}\n");
+    let e =
+        errors("name: x\nentry: a\nnodes:\n  a: {kind: set}\nedges:\n  - {from: a, to: ghost}\n");
     assert_eq!(e, vec!["bad.yaml:6:5: edge to unknown node `ghost`"]);
 
     let e = errors("name: x\nentry: a\nnodes:\n  a: {kind: set}\n  b: {kind: set}\n");
-    assert_eq!(e, vec!["bad.yaml:5:3: node `b` is unreachable from the entry"]);
+    assert_eq!(
+        e,
+        vec!["bad.yaml:5:3: node `b` is unreachable from the entry"]
+    );
 
-    let e = errors("name: x\nentry: a\nnodes:\n  a: {kind: set}\n  b: {kind: set}\nedges:\n  - {from: a, to: b}\n  - {from: b, to: a}\n");
-    assert!(e[0].starts_with("bad.yaml:7:5: cycle a -> b has no exit condition"), "{e:?}");
+    let e = errors(
+        "name: x\nentry: a\nnodes:\n  a: {kind: set}\n  b: {kind: set}\nedges:\n  - {from: a, to: b}\n  - {from: b, to: a}\n",
+    );
+    assert!(
+        e[0].starts_with("bad.yaml:7:5: cycle a -> b has no exit condition"),
+        "{e:?}"
+    );
 
-    let e = errors("name: x\nstate:\n  n: {reducer: average}\nentry: a\nnodes:\n  a: {kind: set}\n");
-    assert!(e[0].starts_with("bad.yaml:3:16: unknown reducer `average`"), "{e:?}");
+    let e =
+        errors("name: x\nstate:\n  n: {reducer: average}\nentry: a\nnodes:\n  a: {kind: set}\n");
+    assert!(
+        e[0].starts_with("bad.yaml:3:16: unknown reducer `average`"),
+        "{e:?}"
+    );
 
     let e = errors("name: x\nentry: a\nnodes:\n  a:\n    kind: set\n    values: { nope: 1 }\n");
-    assert!(e[0].starts_with("bad.yaml:6:15: `values` writes unknown channel `nope`"), "{e:?}");
+    assert!(
+        e[0].starts_with("bad.yaml:6:15: `values` writes unknown channel `nope`"),
+        "{e:?}"
+    );
 
-    let e = errors("name: x\nentry: a\nnodes:\n  a:\n    kind: map\n    over: state.items\n    node: {kind: set}\n");
+    let e = errors(
+        "name: x\nentry: a\nnodes:\n  a:\n    kind: map\n    over: state.items\n    node: {kind: set}\n",
+    );
     assert!(e[0].contains("no channel `items`"), "{e:?}");
 }
 
@@ -81,10 +117,15 @@ fn several_errors_are_all_reported_in_file_order() {
 #[test]
 fn diagrams_show_nodes_and_conditions() {
     let catalog = Catalog::scan(&[graphs_dir()]);
-    let def = catalog.load("review-publish", &Registry::builtin()).unwrap();
+    let def = catalog
+        .load("review-publish", &Registry::builtin())
+        .unwrap();
     let m = crewgraph_spec::diagram::mermaid(&def.graph);
     assert!(m.starts_with("flowchart TD"));
-    assert!(m.contains("review -.->|\"state.review.action == 'reject'\"| draft"), "{m}");
+    assert!(
+        m.contains("review -.->|\"state.review.action == 'reject'\"| draft"),
+        "{m}"
+    );
     let d = crewgraph_spec::diagram::dot(&def.graph);
     assert!(d.contains("\"review\" [shape=diamond"), "{d}");
 }

@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use crewgraph_engine::{
     ChannelBlob, Checkpoint, Checkpointer, Retention, StorageError, TaskResult,
 };
-use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Row;
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use uuid::Uuid;
 
 use crate::codec::{self, BlobRow, CheckpointRow};
@@ -34,11 +34,18 @@ impl PgStore {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("../../migrations/postgres").run(&self.pool).await?;
+        sqlx::migrate!("../../migrations/postgres")
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 
-    async fn rows(&self, thread_id: &str, id: Option<Uuid>, limit: i64) -> Result<Vec<CheckpointRow>, StorageError> {
+    async fn rows(
+        &self,
+        thread_id: &str,
+        id: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<CheckpointRow>, StorageError> {
         let rows = match id {
             Some(id) => sqlx::query(
                 "SELECT thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
@@ -77,7 +84,11 @@ impl PgStore {
     }
 
     /// The blobs one checkpoint needs: per channel, from its last full value up to its version.
-    async fn blobs_for(&self, thread_id: &str, versions: &str) -> Result<Vec<BlobRow>, StorageError> {
+    async fn blobs_for(
+        &self,
+        thread_id: &str,
+        versions: &str,
+    ) -> Result<Vec<BlobRow>, StorageError> {
         let rows = sqlx::query(
             "SELECT b.channel, b.version, b.kind, b.body
              FROM checkpoint_blobs b
@@ -96,7 +107,11 @@ impl PgStore {
         blob_rows(rows)
     }
 
-    async fn all_blobs(&self, thread_id: &str, max_version: i64) -> Result<Vec<BlobRow>, StorageError> {
+    async fn all_blobs(
+        &self,
+        thread_id: &str,
+        max_version: i64,
+    ) -> Result<Vec<BlobRow>, StorageError> {
         let rows = sqlx::query(
             "SELECT channel, version, kind, body FROM checkpoint_blobs
              WHERE thread_id = $1 AND version <= $2 ORDER BY channel, version",
@@ -113,7 +128,12 @@ impl PgStore {
 fn blob_rows(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<BlobRow>, StorageError> {
     rows.into_iter()
         .map(|r| {
-            Ok(BlobRow { channel: r.try_get("channel")?, version: r.try_get("version")?, kind: r.try_get("kind")?, body: r.try_get("body")? })
+            Ok(BlobRow {
+                channel: r.try_get("channel")?,
+                version: r.try_get("version")?,
+                kind: r.try_get("kind")?,
+                body: r.try_get("body")?,
+            })
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(db)
@@ -157,7 +177,11 @@ impl Checkpointer for PgStore {
         Ok(())
     }
 
-    async fn get(&self, thread_id: &str, id: Option<Uuid>) -> Result<Option<Checkpoint>, StorageError> {
+    async fn get(
+        &self,
+        thread_id: &str,
+        id: Option<Uuid>,
+    ) -> Result<Option<Checkpoint>, StorageError> {
         let Some(row) = self.rows(thread_id, id, 1).await?.into_iter().next() else {
             return Ok(None);
         };
@@ -173,14 +197,25 @@ impl Checkpointer for PgStore {
             .map_err(db)
     }
 
-    async fn list(&self, thread_id: &str, limit: Option<u32>) -> Result<Vec<Checkpoint>, StorageError> {
-        let rows = self.rows(thread_id, None, limit.map(i64::from).unwrap_or(i64::MAX)).await?;
+    async fn list(
+        &self,
+        thread_id: &str,
+        limit: Option<u32>,
+    ) -> Result<Vec<Checkpoint>, StorageError> {
+        let rows = self
+            .rows(thread_id, None, limit.map(i64::from).unwrap_or(i64::MAX))
+            .await?;
         let max = rows.iter().map(|r| r.step).max().unwrap_or(0);
         let blobs = self.all_blobs(thread_id, max).await?;
         codec::hydrate(rows, blobs)
     }
 
-    async fn put_writes(&self, thread_id: &str, checkpoint_id: Uuid, result: &TaskResult) -> Result<(), StorageError> {
+    async fn put_writes(
+        &self,
+        thread_id: &str,
+        checkpoint_id: Uuid,
+        result: &TaskResult,
+    ) -> Result<(), StorageError> {
         let body = serde_json::to_string(result).map_err(json)?;
         sqlx::query(
             "INSERT INTO checkpoint_writes (thread_id, checkpoint_id, task_id, result, created_at) VALUES ($1, $2, $3, $4, $5)
@@ -197,7 +232,11 @@ impl Checkpointer for PgStore {
         Ok(())
     }
 
-    async fn get_writes(&self, thread_id: &str, checkpoint_id: Uuid) -> Result<Vec<TaskResult>, StorageError> {
+    async fn get_writes(
+        &self,
+        thread_id: &str,
+        checkpoint_id: Uuid,
+    ) -> Result<Vec<TaskResult>, StorageError> {
         let bodies: Vec<String> = sqlx::query_scalar(
             "SELECT result FROM checkpoint_writes WHERE thread_id = $1 AND checkpoint_id = $2 ORDER BY created_at, task_id",
         )
@@ -206,25 +245,39 @@ impl Checkpointer for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        bodies.iter().map(|b| serde_json::from_str(b).map_err(json)).collect()
+        bodies
+            .iter()
+            .map(|b| serde_json::from_str(b).map_err(json))
+            .collect()
     }
 
-    async fn copy_thread(&self, from: &str, to: &str, up_to: Option<Uuid>) -> Result<(), StorageError> {
+    async fn copy_thread(
+        &self,
+        from: &str,
+        to: &str,
+        up_to: Option<Uuid>,
+    ) -> Result<(), StorageError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let max_step: Option<i64> = match up_to {
-            Some(id) => sqlx::query_scalar("SELECT step FROM checkpoints WHERE thread_id = $1 AND checkpoint_id = $2")
-                .bind(from)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?,
+            Some(id) => sqlx::query_scalar(
+                "SELECT step FROM checkpoints WHERE thread_id = $1 AND checkpoint_id = $2",
+            )
+            .bind(from)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?,
             None => sqlx::query_scalar("SELECT max(step) FROM checkpoints WHERE thread_id = $1")
                 .bind(from)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db)?,
         };
-        let max_step = max_step.ok_or_else(|| StorageError::new(format!("nothing to copy: no such checkpoint in thread `{from}`")))?;
+        let max_step = max_step.ok_or_else(|| {
+            StorageError::new(format!(
+                "nothing to copy: no such checkpoint in thread `{from}`"
+            ))
+        })?;
         sqlx::query(
             "INSERT INTO checkpoints (thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at)
              SELECT $2, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
@@ -257,14 +310,22 @@ impl Checkpointer for PgStore {
             "DELETE FROM checkpoint_blobs WHERE thread_id = $1 OR thread_id LIKE $2",
             "DELETE FROM checkpoints WHERE thread_id = $1 OR thread_id LIKE $2",
         ] {
-            sqlx::query(sql).bind(thread_id).bind(&child).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query(sql)
+                .bind(thread_id)
+                .bind(&child)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
         }
         tx.commit().await.map_err(db)
     }
 
     async fn prune(&self, retention: &Retention) -> Result<u64, StorageError> {
         let keep = retention.keep_last.map(i64::from).unwrap_or(i64::MAX);
-        let cutoff = retention.max_age_s.map(|s| crewgraph_engine::now_ms() - s as i64 * 1000).unwrap_or(i64::MIN);
+        let cutoff = retention
+            .max_age_s
+            .map(|s| crewgraph_engine::now_ms() - s as i64 * 1000)
+            .unwrap_or(i64::MIN);
         let mut tx = self.pool.begin().await.map_err(db)?;
         let deleted = sqlx::query(
             "DELETE FROM checkpoints c USING (

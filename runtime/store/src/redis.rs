@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use crewgraph_engine::{ChannelBlob, Checkpoint, Checkpointer, Retention, StorageError, TaskResult};
+use crewgraph_engine::{
+    ChannelBlob, Checkpoint, Checkpointer, Retention, StorageError, TaskResult,
+};
 use fred::prelude::*;
 use uuid::Uuid;
 
@@ -30,7 +32,9 @@ pub struct RedisCache {
 }
 
 impl RedisCache {
-    /// Connects with short timeouts: a slow Redis must not slow the run.
+    /// Connects with short timeouts: a slow Redis must not slow the run. An
+    /// unreachable Redis is not an error (it is only a cache): the client
+    /// keeps reconnecting in the background and the tier steps aside meanwhile.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
         let config = Config::from_url(url)?;
         let client = Builder::from_config(config)
@@ -44,8 +48,21 @@ impl RedisCache {
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
             .build()?;
-        client.init().await?;
-        Ok(Self { client, prefix: prefix.to_string(), ttl_s: 24 * 3600 })
+        client.connect();
+        match tokio::time::timeout(Duration::from_secs(2), client.wait_for_connect()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "redis is unreachable; continuing with the database alone")
+            }
+            Err(_) => tracing::warn!(
+                "redis did not answer within 2 s; continuing with the database alone"
+            ),
+        }
+        Ok(Self {
+            client,
+            prefix: prefix.to_string(),
+            ttl_s: 24 * 3600,
+        })
     }
 
     fn key(&self, thread_id: &str) -> String {
@@ -60,7 +77,10 @@ impl RedisCache {
     /// Deletes every key under this prefix (tests, and `crewgraph` operators).
     pub async fn clear(&self) -> Result<u64, StoreError> {
         let pattern = format!("{}:*", self.prefix);
-        let keys: Vec<String> = self.client.custom(fred::cmd!("KEYS"), vec![pattern]).await?;
+        let keys: Vec<String> = self
+            .client
+            .custom(fred::cmd!("KEYS"), vec![pattern])
+            .await?;
         if keys.is_empty() {
             return Ok(0);
         }
@@ -81,7 +101,11 @@ const BACKOFF_MS: i64 = 3_000;
 
 impl HotCheckpointer {
     pub fn new(inner: Arc<dyn Checkpointer>, cache: RedisCache) -> Self {
-        Self { inner, cache, down_until: AtomicI64::new(0) }
+        Self {
+            inner,
+            cache,
+            down_until: AtomicI64::new(0),
+        }
     }
 
     fn available(&self) -> bool {
@@ -90,15 +114,28 @@ impl HotCheckpointer {
 
     fn failed(&self, what: &str, e: &fred::error::Error) {
         tracing::warn!(error = %e, "redis {what} failed; using the database alone for {BACKOFF_MS} ms");
-        self.down_until.store(crewgraph_engine::now_ms() + BACKOFF_MS, Ordering::Relaxed);
+        self.down_until
+            .store(crewgraph_engine::now_ms() + BACKOFF_MS, Ordering::Relaxed);
     }
 
     async fn cache_put(&self, c: &Checkpoint) {
         if !self.available() {
             return;
         }
-        let Ok(body) = serde_json::to_string(c) else { return };
-        let r: Result<(), _> = self.cache.client.set(self.cache.key(&c.thread_id), body, Some(Expiration::EX(self.cache.ttl_s)), None, false).await;
+        let Ok(body) = serde_json::to_string(c) else {
+            return;
+        };
+        let r: Result<(), _> = self
+            .cache
+            .client
+            .set(
+                self.cache.key(&c.thread_id),
+                body,
+                Some(Expiration::EX(self.cache.ttl_s)),
+                None,
+                false,
+            )
+            .await;
         if let Err(e) = r {
             self.failed("write", &e);
         }
@@ -108,7 +145,12 @@ impl HotCheckpointer {
         if !self.available() {
             return None;
         }
-        match self.cache.client.get::<Option<String>, _>(self.cache.key(thread_id)).await {
+        match self
+            .cache
+            .client
+            .get::<Option<String>, _>(self.cache.key(thread_id))
+            .await
+        {
             Ok(body) => body.and_then(|b| serde_json::from_str(&b).ok()),
             Err(e) => {
                 self.failed("read", &e);
@@ -119,7 +161,11 @@ impl HotCheckpointer {
 
     async fn cache_del(&self, thread_id: &str) {
         if self.available()
-            && let Err(e) = self.cache.client.del::<i64, _>(self.cache.key(thread_id)).await
+            && let Err(e) = self
+                .cache
+                .client
+                .del::<i64, _>(self.cache.key(thread_id))
+                .await
         {
             self.failed("delete", &e);
         }
@@ -128,14 +174,22 @@ impl HotCheckpointer {
 
 #[async_trait]
 impl Checkpointer for HotCheckpointer {
-    async fn put(&self, checkpoint: &Checkpoint, blobs: &[ChannelBlob]) -> Result<(), StorageError> {
+    async fn put(
+        &self,
+        checkpoint: &Checkpoint,
+        blobs: &[ChannelBlob],
+    ) -> Result<(), StorageError> {
         // Durable first: Redis only ever holds what the database already has.
         self.inner.put(checkpoint, blobs).await?;
         self.cache_put(checkpoint).await;
         Ok(())
     }
 
-    async fn get(&self, thread_id: &str, id: Option<Uuid>) -> Result<Option<Checkpoint>, StorageError> {
+    async fn get(
+        &self,
+        thread_id: &str,
+        id: Option<Uuid>,
+    ) -> Result<Option<Checkpoint>, StorageError> {
         let wanted = match id {
             Some(id) => id,
             None => match self.inner.latest_id(thread_id).await? {
@@ -159,19 +213,39 @@ impl Checkpointer for HotCheckpointer {
         self.inner.latest_id(thread_id).await
     }
 
-    async fn list(&self, thread_id: &str, limit: Option<u32>) -> Result<Vec<Checkpoint>, StorageError> {
+    async fn list(
+        &self,
+        thread_id: &str,
+        limit: Option<u32>,
+    ) -> Result<Vec<Checkpoint>, StorageError> {
         self.inner.list(thread_id, limit).await
     }
 
-    async fn put_writes(&self, thread_id: &str, checkpoint_id: Uuid, result: &TaskResult) -> Result<(), StorageError> {
-        self.inner.put_writes(thread_id, checkpoint_id, result).await
+    async fn put_writes(
+        &self,
+        thread_id: &str,
+        checkpoint_id: Uuid,
+        result: &TaskResult,
+    ) -> Result<(), StorageError> {
+        self.inner
+            .put_writes(thread_id, checkpoint_id, result)
+            .await
     }
 
-    async fn get_writes(&self, thread_id: &str, checkpoint_id: Uuid) -> Result<Vec<TaskResult>, StorageError> {
+    async fn get_writes(
+        &self,
+        thread_id: &str,
+        checkpoint_id: Uuid,
+    ) -> Result<Vec<TaskResult>, StorageError> {
         self.inner.get_writes(thread_id, checkpoint_id).await
     }
 
-    async fn copy_thread(&self, from: &str, to: &str, up_to: Option<Uuid>) -> Result<(), StorageError> {
+    async fn copy_thread(
+        &self,
+        from: &str,
+        to: &str,
+        up_to: Option<Uuid>,
+    ) -> Result<(), StorageError> {
         self.inner.copy_thread(from, to, up_to).await
     }
 

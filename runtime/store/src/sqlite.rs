@@ -4,10 +4,14 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use crewgraph_engine::{ChannelBlob, Checkpoint, Checkpointer, Retention, StorageError, TaskResult};
+use crewgraph_engine::{
+    ChannelBlob, Checkpoint, Checkpointer, Retention, StorageError, TaskResult,
+};
 use serde_json::json;
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use uuid::Uuid;
 
 use crate::codec::{self, BlobRow, CheckpointRow};
@@ -25,11 +29,15 @@ fn uuid_of(s: &str) -> Result<Uuid, StorageError> {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://path` or `sqlite::memory:`).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        if let Some(path) = url.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p))
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .map(|p| p.split('?').next().unwrap_or(p))
             && let Some(dir) = std::path::Path::new(path).parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Invalid(format!("cannot create {}: {e}", dir.display()))
+            })?;
         }
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -38,16 +46,26 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_secs(10))
             .foreign_keys(true);
         let memory = url.contains(":memory:");
-        let pool = SqlitePoolOptions::new().max_connections(if memory { 1 } else { 4 }).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if memory { 1 } else { 4 })
+            .connect_with(opts)
+            .await?;
         Ok(Self { pool })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("../../migrations/sqlite").run(&self.pool).await?;
+        sqlx::migrate!("../../migrations/sqlite")
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 
-    async fn rows(&self, thread_id: &str, id: Option<Uuid>, limit: i64) -> Result<Vec<CheckpointRow>, StorageError> {
+    async fn rows(
+        &self,
+        thread_id: &str,
+        id: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<CheckpointRow>, StorageError> {
         let rows = match id {
             Some(id) => sqlx::query(
                 "SELECT thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
@@ -86,7 +104,11 @@ impl SqliteStore {
             .collect()
     }
 
-    async fn blobs_for(&self, thread_id: &str, versions: &str) -> Result<Vec<BlobRow>, StorageError> {
+    async fn blobs_for(
+        &self,
+        thread_id: &str,
+        versions: &str,
+    ) -> Result<Vec<BlobRow>, StorageError> {
         let rows = sqlx::query(
             "SELECT b.channel, b.version, b.kind, b.body
              FROM checkpoint_blobs b JOIN json_each($1) v ON b.channel = v.key
@@ -108,7 +130,12 @@ impl SqliteStore {
 fn blob_rows(rows: Vec<sqlx::sqlite::SqliteRow>) -> Result<Vec<BlobRow>, StorageError> {
     rows.into_iter()
         .map(|r| {
-            Ok(BlobRow { channel: r.try_get("channel")?, version: r.try_get("version")?, kind: r.try_get("kind")?, body: r.try_get("body")? })
+            Ok(BlobRow {
+                channel: r.try_get("channel")?,
+                version: r.try_get("version")?,
+                kind: r.try_get("kind")?,
+                body: r.try_get("body")?,
+            })
         })
         .collect::<Result<_, sqlx::Error>>()
         .map_err(db)
@@ -150,17 +177,23 @@ impl Checkpointer for SqliteStore {
         .await
         .map_err(db)?;
         if let (Some(parent), crewgraph_engine::CheckpointSource::Loop) = (c.parent_id, c.source) {
-            sqlx::query("DELETE FROM checkpoint_writes WHERE thread_id = $1 AND checkpoint_id = $2")
-                .bind(&c.thread_id)
-                .bind(parent.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            sqlx::query(
+                "DELETE FROM checkpoint_writes WHERE thread_id = $1 AND checkpoint_id = $2",
+            )
+            .bind(&c.thread_id)
+            .bind(parent.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         }
         tx.commit().await.map_err(db)
     }
 
-    async fn get(&self, thread_id: &str, id: Option<Uuid>) -> Result<Option<Checkpoint>, StorageError> {
+    async fn get(
+        &self,
+        thread_id: &str,
+        id: Option<Uuid>,
+    ) -> Result<Option<Checkpoint>, StorageError> {
         let Some(row) = self.rows(thread_id, id, 1).await?.into_iter().next() else {
             return Ok(None);
         };
@@ -178,8 +211,14 @@ impl Checkpointer for SqliteStore {
         id.as_deref().map(uuid_of).transpose()
     }
 
-    async fn list(&self, thread_id: &str, limit: Option<u32>) -> Result<Vec<Checkpoint>, StorageError> {
-        let rows = self.rows(thread_id, None, limit.map(i64::from).unwrap_or(i64::MAX)).await?;
+    async fn list(
+        &self,
+        thread_id: &str,
+        limit: Option<u32>,
+    ) -> Result<Vec<Checkpoint>, StorageError> {
+        let rows = self
+            .rows(thread_id, None, limit.map(i64::from).unwrap_or(i64::MAX))
+            .await?;
         let max = rows.iter().map(|r| r.step).max().unwrap_or(0);
         let blobs = sqlx::query("SELECT channel, version, kind, body FROM checkpoint_blobs WHERE thread_id = $1 AND version <= $2 ORDER BY channel, version")
             .bind(thread_id)
@@ -190,7 +229,12 @@ impl Checkpointer for SqliteStore {
         codec::hydrate(rows, blob_rows(blobs)?)
     }
 
-    async fn put_writes(&self, thread_id: &str, checkpoint_id: Uuid, result: &TaskResult) -> Result<(), StorageError> {
+    async fn put_writes(
+        &self,
+        thread_id: &str,
+        checkpoint_id: Uuid,
+        result: &TaskResult,
+    ) -> Result<(), StorageError> {
         let body = serde_json::to_string(result).map_err(json)?;
         sqlx::query(
             "INSERT INTO checkpoint_writes (thread_id, checkpoint_id, task_id, result, created_at) VALUES ($1, $2, $3, $4, $5)
@@ -207,7 +251,11 @@ impl Checkpointer for SqliteStore {
         Ok(())
     }
 
-    async fn get_writes(&self, thread_id: &str, checkpoint_id: Uuid) -> Result<Vec<TaskResult>, StorageError> {
+    async fn get_writes(
+        &self,
+        thread_id: &str,
+        checkpoint_id: Uuid,
+    ) -> Result<Vec<TaskResult>, StorageError> {
         let bodies: Vec<String> = sqlx::query_scalar(
             "SELECT result FROM checkpoint_writes WHERE thread_id = $1 AND checkpoint_id = $2 ORDER BY created_at, task_id",
         )
@@ -216,25 +264,39 @@ impl Checkpointer for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        bodies.iter().map(|b| serde_json::from_str(b).map_err(json)).collect()
+        bodies
+            .iter()
+            .map(|b| serde_json::from_str(b).map_err(json))
+            .collect()
     }
 
-    async fn copy_thread(&self, from: &str, to: &str, up_to: Option<Uuid>) -> Result<(), StorageError> {
+    async fn copy_thread(
+        &self,
+        from: &str,
+        to: &str,
+        up_to: Option<Uuid>,
+    ) -> Result<(), StorageError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let max_step: Option<i64> = match up_to {
-            Some(id) => sqlx::query_scalar("SELECT step FROM checkpoints WHERE thread_id = $1 AND checkpoint_id = $2")
-                .bind(from)
-                .bind(id.to_string())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?,
+            Some(id) => sqlx::query_scalar(
+                "SELECT step FROM checkpoints WHERE thread_id = $1 AND checkpoint_id = $2",
+            )
+            .bind(from)
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?,
             None => sqlx::query_scalar("SELECT max(step) FROM checkpoints WHERE thread_id = $1")
                 .bind(from)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db)?,
         };
-        let max_step = max_step.ok_or_else(|| StorageError::new(format!("nothing to copy: no such checkpoint in thread `{from}`")))?;
+        let max_step = max_step.ok_or_else(|| {
+            StorageError::new(format!(
+                "nothing to copy: no such checkpoint in thread `{from}`"
+            ))
+        })?;
         sqlx::query(
             "INSERT INTO checkpoints (thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at)
              SELECT $1, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
@@ -267,14 +329,22 @@ impl Checkpointer for SqliteStore {
             "DELETE FROM checkpoint_blobs WHERE thread_id = $1 OR thread_id LIKE $2",
             "DELETE FROM checkpoints WHERE thread_id = $1 OR thread_id LIKE $2",
         ] {
-            sqlx::query(sql).bind(thread_id).bind(&child).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query(sql)
+                .bind(thread_id)
+                .bind(&child)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
         }
         tx.commit().await.map_err(db)
     }
 
     async fn prune(&self, retention: &Retention) -> Result<u64, StorageError> {
         let keep = retention.keep_last.map(i64::from).unwrap_or(i64::MAX);
-        let cutoff = retention.max_age_s.map(|s| crewgraph_engine::now_ms() - s as i64 * 1000).unwrap_or(i64::MIN);
+        let cutoff = retention
+            .max_age_s
+            .map(|s| crewgraph_engine::now_ms() - s as i64 * 1000)
+            .unwrap_or(i64::MIN);
         let mut tx = self.pool.begin().await.map_err(db)?;
         let deleted = sqlx::query(
             "DELETE FROM checkpoints WHERE EXISTS (

@@ -40,7 +40,15 @@ async fn suite<S: Checkpointer + RunStore + 'static>(store: Arc<S>) {
     let rt = Runtime::new(store.clone(), store.clone(), Arc::new(NullSink));
     let g = chat_graph(6);
     let input: Map<String, Value> = json!({"topic": "cats"}).as_object().cloned().unwrap();
-    let run = rt.create_run(&g, input, Some("thread-a".into()), Some("graphs/chat.yaml".into())).await.unwrap();
+    let run = rt
+        .create_run(
+            &g,
+            input,
+            Some("thread-a".into()),
+            Some("graphs/chat.yaml".into()),
+        )
+        .await
+        .unwrap();
     let done = rt.execute(g.clone(), &run.id, None).await.unwrap();
     assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
     assert_eq!(done.output["count"], json!(6));
@@ -50,8 +58,21 @@ async fn suite<S: Checkpointer + RunStore + 'static>(store: Arc<S>) {
     assert_eq!(stored.status, RunStatus::Succeeded);
     assert_eq!(stored.output, done.output);
     assert_eq!(stored.definition.as_deref(), Some("graphs/chat.yaml"));
-    assert_eq!(store.list_runs(Some(RunStatus::Succeeded), 10).await.unwrap().len(), 1);
-    assert!(store.list_runs(Some(RunStatus::Failed), 10).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .list_runs(Some(RunStatus::Succeeded), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        store
+            .list_runs(Some(RunStatus::Failed), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // History: every checkpoint, newest first, each with the state of its step.
     let history = store.list("thread-a", None).await.unwrap();
@@ -60,35 +81,79 @@ async fn suite<S: Checkpointer + RunStore + 'static>(store: Arc<S>) {
         let step = 6 - i as i64;
         assert_eq!(c.step, step);
         assert_eq!(c.values["count"], json!(step));
-        assert_eq!(c.values["messages"].as_array().unwrap().len(), step as usize);
-        assert_eq!(c.values["topic"], json!("cats"), "an unchanged channel is rebuilt from its one blob");
+        assert_eq!(
+            c.values["messages"].as_array().unwrap().len(),
+            step as usize
+        );
+        assert_eq!(
+            c.values["topic"],
+            json!("cats"),
+            "an unchanged channel is rebuilt from its one blob"
+        );
     }
     assert_eq!(history[0].parent_id, Some(history[1].id));
-    let middle = store.get("thread-a", Some(history[3].id)).await.unwrap().unwrap();
+    let middle = store
+        .get("thread-a", Some(history[3].id))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(middle.values, history[3].values);
-    assert_eq!(store.latest_id("thread-a").await.unwrap(), Some(history[0].id));
+    assert_eq!(
+        store.latest_id("thread-a").await.unwrap(),
+        Some(history[0].id)
+    );
     assert!(store.get("nope", None).await.unwrap().is_none());
 
     // Fork from the middle with a patch: the new thread diverges, the old is untouched.
     let patch = json!({"topic": "dogs"}).as_object().cloned().unwrap();
-    let fork = rt.fork(g.clone(), "thread-a", history[3].id, patch, None).await.unwrap();
+    let fork = rt
+        .fork(g.clone(), "thread-a", history[3].id, patch, None)
+        .await
+        .unwrap();
     let forked = rt.execute(g.clone(), &fork.id, None).await.unwrap();
     assert_eq!(forked.status, RunStatus::Succeeded, "{:?}", forked.error);
-    let texts: Vec<&str> = forked.output["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
-    assert_eq!(texts, ["cats 0", "cats 1", "cats 2", "dogs 3", "dogs 4", "dogs 5"]);
+    let texts: Vec<&str> = forked.output["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        ["cats 0", "cats 1", "cats 2", "dogs 3", "dogs 4", "dogs 5"]
+    );
     let orig = store.get("thread-a", None).await.unwrap().unwrap();
     assert_eq!(orig.values["messages"][5]["text"], json!("cats 5"));
 
     // Pending writes are kept per task, replaced on retry.
-    let r = TaskResult { task_id: "t1".into(), node: "n1".into(), index: 0, writes: Map::new(), goto: None, interrupt: None };
+    let r = TaskResult {
+        task_id: "t1".into(),
+        node: "n1".into(),
+        index: 0,
+        writes: Map::new(),
+        goto: None,
+        interrupt: None,
+    };
     store.put_writes("thread-a", orig.id, &r).await.unwrap();
     store.put_writes("thread-a", orig.id, &r).await.unwrap();
-    assert_eq!(store.get_writes("thread-a", orig.id).await.unwrap(), vec![r]);
+    assert_eq!(
+        store.get_writes("thread-a", orig.id).await.unwrap(),
+        vec![r]
+    );
 
     // Copy, prune, delete.
-    store.copy_thread("thread-a", "thread-b", None).await.unwrap();
+    store
+        .copy_thread("thread-a", "thread-b", None)
+        .await
+        .unwrap();
     assert_eq!(store.list("thread-b", None).await.unwrap().len(), 7);
-    let pruned = store.prune(&Retention { keep_last: Some(2), max_age_s: None }).await.unwrap();
+    let pruned = store
+        .prune(&Retention {
+            keep_last: Some(2),
+            max_age_s: None,
+        })
+        .await
+        .unwrap();
     assert!(pruned >= 10, "pruned {pruned}");
     let kept = store.list("thread-b", None).await.unwrap();
     assert_eq!(kept.len(), 2);
@@ -114,20 +179,49 @@ async fn suite<S: Checkpointer + RunStore + 'static>(store: Arc<S>) {
         expires_at: None,
     };
     assert!(store.create_approval(&approval).await.unwrap());
-    assert!(!store.create_approval(&Approval { id: "ap-2".into(), ..approval.clone() }).await.unwrap());
-    assert_eq!(store.list_approvals(Some(ApprovalStatus::Pending), Some(&run.id)).await.unwrap().len(), 1);
-    let d = Decision { action: DecisionAction::Reject, value: None, comment: Some("shorter".into()) };
+    assert!(
+        !store
+            .create_approval(&Approval {
+                id: "ap-2".into(),
+                ..approval.clone()
+            })
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .list_approvals(Some(ApprovalStatus::Pending), Some(&run.id))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let d = Decision {
+        action: DecisionAction::Reject,
+        value: None,
+        comment: Some("shorter".into()),
+    };
     let racers = (0..8).map(|_| {
         let s = store.clone();
         let d = d.clone();
         tokio::spawn(async move { s.decide_approval("ap-1", &d, now_ms()).await.unwrap() })
     });
-    let wins = futures::future::join_all(racers).await.into_iter().filter(|w| *w.as_ref().unwrap()).count();
+    let wins = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .filter(|w| *w.as_ref().unwrap())
+        .count();
     assert_eq!(wins, 1, "exactly one concurrent decision wins");
     let decided = store.get_approval("ap-1").await.unwrap().unwrap();
     assert_eq!(decided.status, ApprovalStatus::Decided);
     assert_eq!(decided.decision, Some(d));
-    assert!(store.list_approvals(Some(ApprovalStatus::Pending), None).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_approvals(Some(ApprovalStatus::Pending), None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -156,7 +250,11 @@ impl Checkpointer for Hot {
     async fn put(&self, c: &Checkpoint, b: &[ChannelBlob]) -> Result<(), StorageError> {
         self.cp.put(c, b).await
     }
-    async fn get(&self, t: &str, id: Option<uuid::Uuid>) -> Result<Option<Checkpoint>, StorageError> {
+    async fn get(
+        &self,
+        t: &str,
+        id: Option<uuid::Uuid>,
+    ) -> Result<Option<Checkpoint>, StorageError> {
         self.cp.get(t, id).await
     }
     async fn latest_id(&self, t: &str) -> Result<Option<uuid::Uuid>, StorageError> {
@@ -171,7 +269,12 @@ impl Checkpointer for Hot {
     async fn get_writes(&self, t: &str, c: uuid::Uuid) -> Result<Vec<TaskResult>, StorageError> {
         self.cp.get_writes(t, c).await
     }
-    async fn copy_thread(&self, f: &str, t: &str, u: Option<uuid::Uuid>) -> Result<(), StorageError> {
+    async fn copy_thread(
+        &self,
+        f: &str,
+        t: &str,
+        u: Option<uuid::Uuid>,
+    ) -> Result<(), StorageError> {
         self.cp.copy_thread(f, t, u).await
     }
     async fn delete_thread(&self, t: &str) -> Result<(), StorageError> {
@@ -202,7 +305,11 @@ impl RunStore for Hot {
     async fn get_approval(&self, id: &str) -> Result<Option<Approval>, StorageError> {
         self.pg.get_approval(id).await
     }
-    async fn list_approvals(&self, s: Option<ApprovalStatus>, r: Option<&str>) -> Result<Vec<Approval>, StorageError> {
+    async fn list_approvals(
+        &self,
+        s: Option<ApprovalStatus>,
+        r: Option<&str>,
+    ) -> Result<Vec<Approval>, StorageError> {
         self.pg.list_approvals(s, r).await
     }
     async fn decide_approval(&self, id: &str, d: &Decision, at: i64) -> Result<bool, StorageError> {
@@ -220,20 +327,31 @@ fn prefix(test: &str) -> String {
 
 #[sqlx::test(migrations = "../../migrations/postgres")]
 async fn redis_in_front_of_postgres_passes_the_suite(pool: PgPool) {
-    let cache = RedisCache::connect(&redis_url(), &prefix("suite")).await.unwrap();
+    let cache = RedisCache::connect(&redis_url(), &prefix("suite"))
+        .await
+        .unwrap();
     let pg = PgStore::from_pool(pool);
-    suite(Arc::new(Hot { cp: HotCheckpointer::new(Arc::new(pg.clone()), cache.clone()), pg })).await;
+    suite(Arc::new(Hot {
+        cp: HotCheckpointer::new(Arc::new(pg.clone()), cache.clone()),
+        pg,
+    }))
+    .await;
     cache.clear().await.unwrap();
 }
 
 #[sqlx::test(migrations = "../../migrations/postgres")]
 async fn a_stale_or_flushed_cache_never_changes_what_is_read(pool: PgPool) {
-    let cache = RedisCache::connect(&redis_url(), &prefix("stale")).await.unwrap();
+    let cache = RedisCache::connect(&redis_url(), &prefix("stale"))
+        .await
+        .unwrap();
     let pg = Arc::new(PgStore::from_pool(pool));
     let hot = Arc::new(HotCheckpointer::new(pg.clone(), cache.clone()));
     let rt = Runtime::new(hot.clone(), pg.clone(), Arc::new(NullSink));
     let g = chat_graph(3);
-    let run = rt.create_run(&g, Map::new(), Some("t".into()), None).await.unwrap();
+    let run = rt
+        .create_run(&g, Map::new(), Some("t".into()), None)
+        .await
+        .unwrap();
     rt.execute(g.clone(), &run.id, None).await.unwrap();
     let latest = hot.get("t", None).await.unwrap().unwrap();
     assert_eq!(latest.step, 3);
@@ -245,13 +363,29 @@ async fn a_stale_or_flushed_cache_never_changes_what_is_read(pool: PgPool) {
     newer.step = 4;
     newer.values.insert("count".into(), json!(99));
     newer.versions.insert("count".into(), 4);
-    pg.put(&newer, &[ChannelBlob { channel: "count".into(), version: 4, blob: Blob::Full(json!(99)) }]).await.unwrap();
+    pg.put(
+        &newer,
+        &[ChannelBlob {
+            channel: "count".into(),
+            version: 4,
+            blob: Blob::Full(json!(99)),
+        }],
+    )
+    .await
+    .unwrap();
     let read = hot.get("t", None).await.unwrap().unwrap();
-    assert_eq!((read.step, &read.values["count"]), (4, &json!(99)), "the database decides what is latest");
+    assert_eq!(
+        (read.step, &read.values["count"]),
+        (4, &json!(99)),
+        "the database decides what is latest"
+    );
 
     assert!(cache.clear().await.unwrap() >= 1);
     let read = hot.get("t", None).await.unwrap().unwrap();
-    assert_eq!(read.id, newer.id, "a flushed cache falls back to the database");
+    assert_eq!(
+        read.id, newer.id,
+        "a flushed cache falls back to the database"
+    );
 }
 
 #[sqlx::test(migrations = "../../migrations/postgres")]
@@ -259,7 +393,15 @@ async fn postgres_blobs_per_step_stay_flat_as_messages_grow(pool: PgPool) {
     let pg = Arc::new(PgStore::from_pool(pool.clone()));
     let rt = Runtime::new(pg.clone(), pg.clone(), Arc::new(NullSink));
     let g = chat_graph(60);
-    let run = rt.create_run(&g, json!({"topic": "x"}).as_object().cloned().unwrap(), Some("long".into()), None).await.unwrap();
+    let run = rt
+        .create_run(
+            &g,
+            json!({"topic": "x"}).as_object().cloned().unwrap(),
+            Some("long".into()),
+            None,
+        )
+        .await
+        .unwrap();
     rt.execute(g, &run.id, None).await.unwrap();
     let bytes: Vec<(i64, i64)> = sqlx::query_as(
         "SELECT version, sum(length(body))::int8 FROM checkpoint_blobs WHERE thread_id = 'long' GROUP BY version ORDER BY version",
@@ -267,8 +409,19 @@ async fn postgres_blobs_per_step_stay_flat_as_messages_grow(pool: PgPool) {
     .fetch_all(&pool)
     .await
     .unwrap();
-    let at = |v: i64| bytes.iter().find(|(s, _)| *s == v).map(|(_, b)| *b).unwrap();
-    assert!(at(10) > 0 && at(59) - at(10) <= 2, "step 10: {} bytes, step 59: {} bytes", at(10), at(59));
+    let at = |v: i64| {
+        bytes
+            .iter()
+            .find(|(s, _)| *s == v)
+            .map(|(_, b)| *b)
+            .unwrap()
+    };
+    assert!(
+        at(10) > 0 && at(59) - at(10) <= 2,
+        "step 10: {} bytes, step 59: {} bytes",
+        at(10),
+        at(59)
+    );
     let latest = pg.get("long", None).await.unwrap().unwrap();
     assert_eq!(latest.values["messages"].as_array().unwrap().len(), 60);
 }

@@ -26,10 +26,18 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
         Some(p) => Some(template(f, p, ctx.channels)?),
         None => None,
     };
-    let actions = f.opt_strings("actions")?.unwrap_or_else(|| vec!["approve".into(), "reject".into(), "edit".into()]);
+    let actions = f
+        .opt_strings("actions")?
+        .unwrap_or_else(|| vec!["approve".into(), "reject".into(), "edit".into()]);
     if let Some(bad) = actions.iter().find(|a| !ACTIONS.contains(&a.as_str())) {
         let at = f.node.get("actions").unwrap_or(f.node);
-        return Err(f.err(at, format!("unknown action `{bad}` (expected some of: {})", ACTIONS.join(", "))));
+        return Err(f.err(
+            at,
+            format!(
+                "unknown action `{bad}` (expected some of: {})",
+                ACTIONS.join(", ")
+            ),
+        ));
     }
     let into_at = f.req("into")?;
     let into = f.req_str("into")?.to_string();
@@ -37,7 +45,12 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
         return Err(f.err(into_at, format!("`into` names unknown channel `{into}`")));
     }
     let expires_in_s = f.opt_u64("expires_in_s")?;
-    Ok(BuiltNode::new(Arc::new(ApprovalNode { payload, actions, into, expires_in_s })))
+    Ok(BuiltNode::new(Arc::new(ApprovalNode {
+        payload,
+        actions,
+        into,
+        expires_in_s,
+    })))
 }
 
 #[async_trait]
@@ -49,12 +62,21 @@ impl Node for ApprovalNode {
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput, NodeError> {
         match &ctx.resume {
             None => {
-                let scope = Scope { state: Some(&ctx.state), item: ctx.input.as_ref(), index: Some(ctx.index), ..Default::default() };
+                let scope = Scope {
+                    state: Some(&ctx.state),
+                    item: ctx.input.as_ref(),
+                    index: Some(ctx.index),
+                    ..Default::default()
+                };
                 let payload = match &self.payload {
                     Some(t) => t.render(&scope).map_err(NodeError::fatal)?,
                     None => ctx.state.as_ref().clone(),
                 };
-                Ok(NodeOutput::Interrupt { payload, actions: self.actions.clone(), expires_in_s: self.expires_in_s })
+                Ok(NodeOutput::Interrupt {
+                    payload,
+                    actions: self.actions.clone(),
+                    expires_in_s: self.expires_in_s,
+                })
             }
             Some(decision) => {
                 let mut d = decision.clone();
@@ -63,7 +85,14 @@ impl Node for ApprovalNode {
                     m.entry("comment").or_insert(Value::Null);
                 }
                 let mut writes = Map::new();
-                writes.insert(self.into.clone(), if d.is_object() { d } else { json!({"action": d}) });
+                writes.insert(
+                    self.into.clone(),
+                    if d.is_object() {
+                        d
+                    } else {
+                        json!({"action": d})
+                    },
+                );
                 Ok(NodeOutput::writes(writes))
             }
         }

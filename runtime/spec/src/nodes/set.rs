@@ -19,10 +19,22 @@ pub struct SetNode {
 pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecError> {
     let mut values = Vec::new();
     if let Some(v) = f.opt("values") {
-        let entries = v.entries().ok_or_else(|| f.err(v, format!("`values`: expected a mapping of channel to value, found {}", v.type_name())))?;
+        let entries = v.entries().ok_or_else(|| {
+            f.err(
+                v,
+                format!(
+                    "`values`: expected a mapping of channel to value, found {}",
+                    v.type_name()
+                ),
+            )
+        })?;
         for (k, val) in entries {
             if !ctx.channels.contains(&k.name) {
-                return Err(SpecError::at(f.file, k.loc, format!("`values` writes unknown channel `{}`", k.name)));
+                return Err(SpecError::at(
+                    f.file,
+                    k.loc,
+                    format!("`values` writes unknown channel `{}`", k.name),
+                ));
             }
             values.push((k.name.clone(), template(f, val, ctx.channels)?));
         }
@@ -35,7 +47,12 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
             match &g.kind {
                 Kind::Str(s) if !s.contains("{{") => may_goto.push(s.clone()),
                 _ => {
-                    for v in g.to_json().as_array().cloned().unwrap_or_else(|| vec![g.to_json()]) {
+                    for v in g
+                        .to_json()
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_else(|| vec![g.to_json()])
+                    {
                         let text = v.as_str().unwrap_or_default();
                         may_goto.extend(text.split('\'').skip(1).step_by(2).map(str::to_string));
                     }
@@ -44,7 +61,10 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
             Some(template(f, g, ctx.channels)?)
         }
     };
-    Ok(BuiltNode { node: Arc::new(SetNode { values, goto }), may_goto })
+    Ok(BuiltNode {
+        node: Arc::new(SetNode { values, goto }),
+        may_goto,
+    })
 }
 
 #[async_trait]
@@ -54,7 +74,13 @@ impl Node for SetNode {
     }
 
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput, NodeError> {
-        let scope = Scope { state: Some(&ctx.state), item: ctx.input.as_ref(), index: Some(ctx.index), resume: ctx.resume.as_ref(), result: None };
+        let scope = Scope {
+            state: Some(&ctx.state),
+            item: ctx.input.as_ref(),
+            index: Some(ctx.index),
+            resume: ctx.resume.as_ref(),
+            result: None,
+        };
         let mut writes = Map::new();
         for (channel, t) in &self.values {
             writes.insert(channel.clone(), t.render(&scope).map_err(NodeError::fatal)?);
@@ -63,8 +89,15 @@ impl Node for SetNode {
             None => None,
             Some(t) => Some(match t.render(&scope).map_err(NodeError::fatal)? {
                 Value::String(s) => vec![s],
-                Value::Array(items) => items.into_iter().map(|v| v.as_str().map(str::to_string).unwrap_or_default()).collect(),
-                other => return Err(NodeError::fatal(format!("`goto` rendered to {other}, expected a node name or a list of names"))),
+                Value::Array(items) => items
+                    .into_iter()
+                    .map(|v| v.as_str().map(str::to_string).unwrap_or_default())
+                    .collect(),
+                other => {
+                    return Err(NodeError::fatal(format!(
+                        "`goto` rendered to {other}, expected a node name or a list of names"
+                    )));
+                }
             }),
         };
         Ok(NodeOutput::Writes { writes, goto })

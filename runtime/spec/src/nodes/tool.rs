@@ -35,8 +35,15 @@ pub struct ToolNode {
 pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecError> {
     let name_at = f.req("tool")?;
     let name = f.req_str("tool")?;
-    let tool = builtin_tool(name)
-        .ok_or_else(|| f.err(name_at, format!("unknown tool `{name}` (built-in tools: {})", BUILTINS.join(", "))))?;
+    let tool = builtin_tool(name).ok_or_else(|| {
+        f.err(
+            name_at,
+            format!(
+                "unknown tool `{name}` (built-in tools: {})",
+                BUILTINS.join(", ")
+            ),
+        )
+    })?;
     let args = match f.opt("args") {
         Some(a) => Some(template(f, a, ctx.channels)?),
         None => None,
@@ -44,7 +51,9 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
     let into = match f.opt("into") {
         None => None,
         Some(at) => {
-            let c = at.as_str().ok_or_else(|| f.err(at, "`into`: expected a channel name"))?;
+            let c = at
+                .as_str()
+                .ok_or_else(|| f.err(at, "`into`: expected a channel name"))?;
             if !ctx.channels.contains(c) {
                 return Err(f.err(at, format!("`into` names unknown channel `{c}`")));
             }
@@ -61,15 +70,31 @@ impl Node for ToolNode {
     }
 
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput, NodeError> {
-        let scope = Scope { state: Some(&ctx.state), item: ctx.input.as_ref(), index: Some(ctx.index), resume: ctx.resume.as_ref(), result: None };
+        let scope = Scope {
+            state: Some(&ctx.state),
+            item: ctx.input.as_ref(),
+            index: Some(ctx.index),
+            resume: ctx.resume.as_ref(),
+            result: None,
+        };
         let args = match &self.args {
             Some(t) => t.render(&scope).map_err(NodeError::fatal)?,
             None => Value::Object(Map::new()),
         };
-        let call = ToolCall { idempotency_key: ctx.task_id.clone(), run_id: ctx.run_id.clone(), node: ctx.node.clone() };
-        ctx.emit("tool.started", json!({"tool": self.tool.name(), "args": args}));
+        let call = ToolCall {
+            idempotency_key: ctx.task_id.clone(),
+            run_id: ctx.run_id.clone(),
+            node: ctx.node.clone(),
+        };
+        ctx.emit(
+            "tool.started",
+            json!({"tool": self.tool.name(), "args": args}),
+        );
         let result = self.tool.call(args, &call).await;
-        ctx.emit("tool.finished", json!({"tool": self.tool.name(), "ok": result.is_ok()}));
+        ctx.emit(
+            "tool.finished",
+            json!({"tool": self.tool.name(), "ok": result.is_ok()}),
+        );
         let result = result?;
         let mut writes = Map::new();
         if let Some(into) = &self.into {
@@ -111,7 +136,10 @@ impl Tool for Sleep {
         json!({"type": "object", "properties": {"ms": {"type": "integer", "minimum": 0}}, "required": ["ms"]})
     }
     async fn call(&self, args: Value, _call: &ToolCall) -> Result<Value, NodeError> {
-        let ms = args.get("ms").and_then(Value::as_u64).ok_or_else(|| NodeError::fatal("sleep: `ms` must be a non-negative integer"))?;
+        let ms = args
+            .get("ms")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| NodeError::fatal("sleep: `ms` must be a non-negative integer"))?;
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok(args)
     }
@@ -131,13 +159,28 @@ impl Tool for AppendFile {
         json!({"type": "object", "properties": {"path": {"type": "string"}, "line": {"type": "string"}}, "required": ["path", "line"]})
     }
     async fn call(&self, args: Value, call: &ToolCall) -> Result<Value, NodeError> {
-        let dir = std::env::var("CREWGRAPH_FILE_TOOL_DIR")
-            .map_err(|_| NodeError::fatal("append_file: CREWGRAPH_FILE_TOOL_DIR is not set, so no file may be written"))?;
-        let path = args.get("path").and_then(Value::as_str).ok_or_else(|| NodeError::fatal("append_file: `path` must be a string"))?;
+        let dir = std::env::var("CREWGRAPH_FILE_TOOL_DIR").map_err(|_| {
+            NodeError::fatal(
+                "append_file: CREWGRAPH_FILE_TOOL_DIR is not set, so no file may be written",
+            )
+        })?;
+        let path = args
+            .get("path")
+            .and_then(Value::as_str)
+            .ok_or_else(|| NodeError::fatal("append_file: `path` must be a string"))?;
         if path.contains("..") || path.starts_with('/') {
-            return Err(NodeError::fatal(format!("append_file: `{path}` must be a relative path inside the tool directory")));
+            return Err(NodeError::fatal(format!(
+                "append_file: `{path}` must be a relative path inside the tool directory"
+            )));
         }
-        let line = args.get("line").map(|l| l.as_str().map(str::to_string).unwrap_or_else(|| l.to_string())).unwrap_or_default();
+        let line = args
+            .get("line")
+            .map(|l| {
+                l.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| l.to_string())
+            })
+            .unwrap_or_default();
         let full = std::path::Path::new(&dir).join(path);
         let text = format!("{line}\t{}\n", call.idempotency_key);
         use tokio::io::AsyncWriteExt;
@@ -147,8 +190,12 @@ impl Tool for AppendFile {
             .open(&full)
             .await
             .map_err(|e| NodeError::transient(format!("append_file: {}: {e}", full.display())))?;
-        file.write_all(text.as_bytes()).await.map_err(|e| NodeError::transient(format!("append_file: {e}")))?;
-        file.sync_data().await.map_err(|e| NodeError::transient(format!("append_file: {e}")))?;
+        file.write_all(text.as_bytes())
+            .await
+            .map_err(|e| NodeError::transient(format!("append_file: {e}")))?;
+        file.sync_data()
+            .await
+            .map_err(|e| NodeError::transient(format!("append_file: {e}")))?;
         Ok(json!({"path": path, "line": line}))
     }
 }

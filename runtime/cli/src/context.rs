@@ -1,0 +1,89 @@
+//! Configuration from the environment (twelve-factor) and the opened store.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use crewgraph_engine::{EventSink, Runtime};
+use crewgraph_spec::{Catalog, GraphDef, Registry};
+use crewgraph_store::{Store, default_database_url};
+
+/// Everything a local command needs.
+pub struct Local {
+    pub store: Store,
+    pub catalog: Catalog,
+    pub registry: Registry,
+}
+
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(default_database_url)
+}
+
+/// Definition directories from `CREWGRAPH_DEFINITIONS` (default `crews:graphs`).
+pub fn definition_dirs() -> Vec<PathBuf> {
+    let raw = std::env::var("CREWGRAPH_DEFINITIONS").unwrap_or_else(|_| "crews:graphs".into());
+    std::env::split_paths(&raw).collect()
+}
+
+impl Local {
+    pub async fn open() -> Result<Self> {
+        let url = database_url();
+        let redis = std::env::var("REDIS_URL").ok().filter(|s| !s.is_empty());
+        let prefix = std::env::var("CREWGRAPH_REDIS_PREFIX").unwrap_or_else(|_| "crewgraph".into());
+        let store = Store::open(&url, redis.as_deref(), &prefix)
+            .await
+            .with_context(|| format!("cannot open the store at {}", redact(&url)))?;
+        Ok(Self {
+            store,
+            catalog: Catalog::scan(&definition_dirs()),
+            registry: Registry::builtin(),
+        })
+    }
+
+    pub fn runtime(&self, events: Arc<dyn EventSink>) -> Runtime {
+        Runtime::new(
+            self.store.checkpointer.clone(),
+            self.store.runs.clone(),
+            events,
+        )
+    }
+
+    /// Loads a graph by name or path; errors list every problem with its location.
+    pub fn load(&self, name_or_path: &str) -> Result<GraphDef> {
+        self.catalog
+            .load(name_or_path, &self.registry)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub async fn migrate() -> Result<u8> {
+    let url = database_url();
+    let backend = Store::migrate(&url)
+        .await
+        .with_context(|| format!("migrating {}", redact(&url)))?;
+    eprintln!("migrations applied ({backend}: {})", redact(&url));
+    Ok(0)
+}
+
+/// Prints `value` as pretty JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
