@@ -10,8 +10,7 @@ use sqlx::Connection;
 
 /// The server the tests create their databases on.
 pub fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 pub fn redis_url() -> String {
@@ -32,10 +31,7 @@ impl TestDb {
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut conn)
             .await?;
-        let base = admin
-            .rsplit_once('/')
-            .map(|(b, _)| b.to_string())
-            .unwrap_or(admin);
+        let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin);
         Ok(Self {
             url: format!("{base}/{name}"),
             name,
@@ -102,14 +98,10 @@ pub struct Cli {
 impl Cli {
     /// A temp dir holding copies of the repository's example graphs.
     pub fn new(database_url: &str) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("crewgraph-e2e-{}", uuid::Uuid::now_v7().simple()));
+        let dir = std::env::temp_dir().join(format!("crewgraph-e2e-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(dir.join("graphs")).expect("temp dir");
         let repo_graphs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../graphs");
-        for entry in std::fs::read_dir(repo_graphs)
-            .expect("graphs dir")
-            .flatten()
-        {
+        for entry in std::fs::read_dir(repo_graphs).expect("graphs dir").flatten() {
             let _ = std::fs::copy(entry.path(), dir.join("graphs").join(entry.file_name()));
         }
         let env = vec![

@@ -28,21 +28,11 @@ async fn approval_resumes_in_a_new_process_and_refuses_a_second_decision() {
     let pending = cli.json(&["approvals", "list", "--json"]);
     assert_eq!(pending.as_array().unwrap().len(), 1);
     assert_eq!(pending[0]["node"], "review");
-    assert_eq!(
-        pending[0]["payload"]["draft"],
-        "First draft about durability"
-    );
+    assert_eq!(pending[0]["payload"]["draft"], "First draft about durability");
     let first = pending[0]["id"].as_str().unwrap().to_string();
 
     // Reject with a comment: the draft node runs again and sees it.
-    let out = cli.run(&[
-        "approvals",
-        "reject",
-        &first,
-        "--comment",
-        "cite sources",
-        "--json",
-    ]);
+    let out = cli.run(&["approvals", "reject", &first, "--comment", "cite sources", "--json"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let pending = cli.json(&["approvals", "list", "--json"]);
     assert_eq!(
@@ -52,22 +42,12 @@ async fn approval_resumes_in_a_new_process_and_refuses_a_second_decision() {
     let second = pending[0]["id"].as_str().unwrap().to_string();
     assert_ne!(first, second);
 
-    let out = cli.run(&[
-        "approvals",
-        "edit",
-        &second,
-        "--value",
-        "\"Final text\"",
-        "--json",
-    ]);
+    let out = cli.run(&["approvals", "edit", &second, "--value", "\"Final text\"", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(done["status"], "succeeded");
     assert_eq!(done["output"]["published"], "Final text");
-    assert_eq!(
-        done["output"]["log"],
-        json!(["drafted v1", "drafted v2", "published"])
-    );
+    assert_eq!(done["output"]["log"], json!(["drafted v1", "drafted v2", "published"]));
 
     // Both approvals are decided; deciding either again is refused and changes nothing.
     for id in [&first, &second] {
@@ -79,12 +59,7 @@ async fn approval_resumes_in_a_new_process_and_refuses_a_second_decision() {
     assert_eq!(after["output"], done["output"]);
     let all = cli.json(&["approvals", "list", "--all", "--json"]);
     assert_eq!(all.as_array().unwrap().len(), 2);
-    assert!(
-        all.as_array()
-            .unwrap()
-            .iter()
-            .all(|a| a["status"] == "decided")
-    );
+    assert!(all.as_array().unwrap().iter().all(|a| a["status"] == "decided"));
 }
 
 #[tokio::test]

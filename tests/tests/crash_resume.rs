@@ -82,10 +82,7 @@ async fn kill_9_mid_fan_out_resumes_only_unfinished_tasks() {
 
     let runs = cli.json(&["runs", "list", "--json"]);
     let run = &runs.as_array().unwrap()[0];
-    assert_eq!(
-        run["status"], "running",
-        "the killed process could not record anything"
-    );
+    assert_eq!(run["status"], "running", "the killed process could not record anything");
     let run_id = run["id"].as_str().unwrap();
 
     let out = cli.run(&["runs", "resume", run_id, "--non-interactive", "--json"]);
@@ -104,15 +101,7 @@ async fn kill_9_mid_fan_out_resumes_only_unfinished_tasks() {
 
     let mut after = lines(&cli);
     after.sort();
-    assert_eq!(
-        after,
-        ["a", "b", "c", "x", "y"],
-        "every job recorded exactly once"
-    );
+    assert_eq!(after, ["a", "b", "c", "x", "y"], "every job recorded exactly once");
     let log = stderr(&out);
-    assert_eq!(
-        log.matches("already done before a restart").count(),
-        3,
-        "{log}"
-    );
+    assert_eq!(log.matches("already done before a restart").count(), 3, "{log}");
 }

@@ -15,10 +15,7 @@ async fn validate_reports_locations_and_accepts_the_examples() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
 
-    cli.write(
-        "broken.yaml",
-        "name: broken\nentry: a\nnodes:\n  a: {kind: set\n",
-    );
+    cli.write("broken.yaml", "name: broken\nentry: a\nnodes:\n  a: {kind: set\n");
     let out = cli.run(&["validate", "broken.yaml"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("broken.yaml:"), "{}", stderr(&out));
@@ -31,11 +28,7 @@ async fn validate_reports_locations_and_accepts_the_examples() {
     let out = cli.run(&["validate", "cond.yaml"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("cond.yaml:9:"), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("no channel `verdict`"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("no channel `verdict`"), "{}", stderr(&out));
 
     let out = cli.run(&["graph", "graphs/triage.yaml", "--format", "dot"]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("digraph \"triage\""));
@@ -86,10 +79,7 @@ async fn run_time_errors_fail_the_run_and_keep_the_store_intact() {
     let run: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(run["status"], "failed");
     assert!(
-        run["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("must be a list"),
+        run["error"]["message"].as_str().unwrap().contains("must be a list"),
         "{run}"
     );
 
@@ -116,13 +106,7 @@ async fn run_time_errors_fail_the_run_and_keep_the_store_intact() {
     );
 
     // The store still works and holds the failed runs as they were.
-    let out = cli.run(&[
-        "run",
-        "triage",
-        "--input",
-        "ticket=the app shows an error",
-        "--json",
-    ]);
+    let out = cli.run(&["run", "triage", "--input", "ticket=the app shows an error", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let run: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(run["output"]["category"], "bug");
@@ -134,13 +118,7 @@ async fn run_time_errors_fail_the_run_and_keep_the_store_intact() {
 async fn history_is_newest_first_and_a_fork_diverges() {
     let db = TestDb::new().await.unwrap();
     let cli = Cli::new(&db.url);
-    let run = cli.json(&[
-        "run",
-        "triage",
-        "--input",
-        "ticket=please help, urgent",
-        "--json",
-    ]);
+    let run = cli.json(&["run", "triage", "--input", "ticket=please help, urgent", "--json"]);
     assert_eq!(run["output"]["route"]["escalated"], true);
     let thread = run["thread_id"].as_str().unwrap();
     let history = cli.json(&["threads", "history", thread, "--json"]);

@@ -11,7 +11,9 @@ fn slow_chain(n: usize, ms: u64) -> String {
         "name: slow-chain\nstate:\n  log: { type: array, reducer: append }\n  waited: { type: object }\nentry: s0\nnodes:\n",
     );
     for i in 0..n {
-        s.push_str(&format!("  s{i}:\n    kind: tool\n    tool: sleep\n    args: {{ ms: {ms}, step: {i} }}\n    into: waited\n"));
+        s.push_str(&format!(
+            "  s{i}:\n    kind: tool\n    tool: sleep\n    args: {{ ms: {ms}, step: {i} }}\n    into: waited\n"
+        ));
     }
     s.push_str("edges:\n");
     for i in 1..n {
@@ -49,9 +51,7 @@ async fn stopping_redis_mid_run_loses_nothing() {
     }
     assert!(reached, "the run never got going");
     assert!(
-        !redis
-            .cli(&["--scan", "--pattern", &format!("{prefix}:*")])
-            .is_empty(),
+        !redis.cli(&["--scan", "--pattern", &format!("{prefix}:*")]).is_empty(),
         "the hot tier was in use"
     );
     redis.kill();
@@ -60,17 +60,8 @@ async fn stopping_redis_mid_run_loses_nothing() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let run: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(run["status"], "succeeded");
-    assert_eq!(
-        count().await,
-        21,
-        "Postgres has every checkpoint: input + 20 steps"
-    );
-    let history = cli.json(&[
-        "threads",
-        "history",
-        run["thread_id"].as_str().unwrap(),
-        "--json",
-    ]);
+    assert_eq!(count().await, 21, "Postgres has every checkpoint: input + 20 steps");
+    let history = cli.json(&["threads", "history", run["thread_id"].as_str().unwrap(), "--json"]);
     assert_eq!(history.as_array().unwrap().len(), 21);
 }
 
@@ -83,9 +74,7 @@ async fn flushing_redis_does_not_break_resume() {
     let out = cli.run(&["run", "review-publish", "--non-interactive", "--json"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(
-        wait_for(Duration::from_secs(1), || !redis
-            .cli(&["--scan"])
-            .is_empty()),
+        wait_for(Duration::from_secs(1), || !redis.cli(&["--scan"]).is_empty()),
         "the hot tier holds the thread"
     );
     assert_eq!(redis.cli(&["FLUSHALL"]), "OK");
@@ -95,8 +84,5 @@ async fn flushing_redis_does_not_break_resume() {
     let out = cli.run(&["approvals", "approve", id, "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let run: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(
-        run["output"]["published"],
-        "First draft about durable agents"
-    );
+    assert_eq!(run["output"]["published"], "First draft about durable agents");
 }

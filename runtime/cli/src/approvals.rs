@@ -64,16 +64,8 @@ pub async fn command(c: ApprovalsCommand) -> Result<u8> {
 
 async fn list(run: Option<String>, all: bool, json: bool) -> Result<u8> {
     let local = Local::open().await?;
-    let status = if all {
-        None
-    } else {
-        Some(ApprovalStatus::Pending)
-    };
-    let list = local
-        .store
-        .runs
-        .list_approvals(status, run.as_deref())
-        .await?;
+    let status = if all { None } else { Some(ApprovalStatus::Pending) };
+    let list = local.store.runs.list_approvals(status, run.as_deref()).await?;
     if json {
         print_json(&list.iter().map(api::approval).collect::<Vec<_>>())?;
     } else if list.is_empty() {

@@ -44,11 +44,7 @@ impl Local {
     }
 
     pub fn runtime(&self, events: Arc<dyn EventSink>) -> Runtime {
-        Runtime::new(
-            self.store.checkpointer.clone(),
-            self.store.runs.clone(),
-            events,
-        )
+        Runtime::new(self.store.checkpointer.clone(), self.store.runs.clone(), events)
     }
 
     /// Loads a graph by name or path; errors list every problem with its location.

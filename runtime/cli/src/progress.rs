@@ -59,10 +59,7 @@ impl EventSink for Progress {
             ),
             "approval.requested" => format!(
                 "⏸ approval {} requested at {node}: {}",
-                e.data
-                    .get("approval_id")
-                    .and_then(Value::as_str)
-                    .unwrap_or(""),
+                e.data.get("approval_id").and_then(Value::as_str).unwrap_or(""),
                 short(e.data.get("payload").unwrap_or(&Value::Null), 200)
             ),
             "approval.decided" => format!("  approval decided at {node}"),

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Subcommand};
 use crewgraph_engine::{
-    Approval, ApprovalStatus, Decision, DecisionAction, EventSink, Graph, NullSink, Run, RunStatus,
-    Runtime, api,
+    Approval, ApprovalStatus, Decision, DecisionAction, EventSink, Graph, NullSink, Run, RunStatus, Runtime, api,
 };
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -42,12 +41,10 @@ pub struct RunArgs {
 
 pub fn parse_input(pairs: &[String], json: Option<&str>) -> Result<Map<String, Value>> {
     let mut input = match json {
-        Some(j) => {
-            match serde_json::from_str::<Value>(j).context("--input-json is not valid JSON")? {
-                Value::Object(m) => m,
-                other => bail!("--input-json must be a JSON object, got {other}"),
-            }
-        }
+        Some(j) => match serde_json::from_str::<Value>(j).context("--input-json is not valid JSON")? {
+            Value::Object(m) => m,
+            other => bail!("--input-json must be a JSON object, got {other}"),
+        },
         None => Map::new(),
     };
     for pair in pairs {
@@ -61,11 +58,7 @@ pub fn parse_input(pairs: &[String], json: Option<&str>) -> Result<Map<String, V
 }
 
 fn sink(quiet: bool) -> Arc<dyn EventSink> {
-    if quiet {
-        Arc::new(NullSink)
-    } else {
-        Arc::new(Progress)
-    }
+    if quiet { Arc::new(NullSink) } else { Arc::new(Progress) }
 }
 
 /// Cancels the run cooperatively on Ctrl-C; its checkpoints stay.
@@ -88,28 +81,17 @@ pub async fn run(a: RunArgs) -> Result<u8> {
     def.validate_input(&input)
         .map_err(|e| anyhow::anyhow!("invalid input: {e}"))?;
     let rt = local.runtime(sink(a.quiet));
-    let definition = std::fs::canonicalize(&def.file)
-        .ok()
-        .map(|p| p.display().to_string());
-    let run = rt
-        .create_run(&def.graph, input, a.thread.clone(), definition)
-        .await?;
+    let definition = std::fs::canonicalize(&def.file).ok().map(|p| p.display().to_string());
+    let run = rt.create_run(&def.graph, input, a.thread.clone(), definition).await?;
     let run = drive(&rt, def.graph.clone(), &run.id, !a.non_interactive).await?;
     finish(&run, a.json)
 }
 
 /// Executes until the run ends; at approvals, asks on the terminal when interactive.
-pub async fn drive(
-    rt: &Runtime,
-    graph: Arc<Graph>,
-    run_id: &str,
-    interactive: bool,
-) -> Result<Run> {
+pub async fn drive(rt: &Runtime, graph: Arc<Graph>, run_id: &str, interactive: bool) -> Result<Run> {
     let cancel = ctrl_c_token();
     loop {
-        let run = rt
-            .execute(graph.clone(), run_id, Some(cancel.clone()))
-            .await?;
+        let run = rt.execute(graph.clone(), run_id, Some(cancel.clone())).await?;
         if run.status != RunStatus::Waiting || !interactive {
             return Ok(run);
         }
@@ -190,10 +172,7 @@ pub fn finish(run: &Run, json: bool) -> Result<u8> {
                 "run {} {}: {}",
                 run.id,
                 run.status.as_str(),
-                run.error
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
+                run.error.get("message").and_then(Value::as_str).unwrap_or("")
             ),
         }
     }
@@ -273,15 +252,9 @@ pub async fn runs(c: RunsCommand) -> Result<u8> {
             }
             Ok(0)
         }
-        RunsCommand::List {
-            status,
-            limit,
-            json,
-        } => {
+        RunsCommand::List { status, limit, json } => {
             let status = match status.as_deref() {
-                Some(s) => {
-                    Some(RunStatus::parse(s).with_context(|| format!("unknown status `{s}`"))?)
-                }
+                Some(s) => Some(RunStatus::parse(s).with_context(|| format!("unknown status `{s}`"))?),
                 None => None,
             };
             let list = local.store.runs.list_runs(status, limit).await?;

@@ -70,11 +70,7 @@ pub async fn command(c: ThreadsCommand) -> Result<u8> {
             } else {
                 for c in list {
                     let next: Vec<&str> = c.next.iter().map(|t| t.node.as_str()).collect();
-                    let ran = c
-                        .metadata
-                        .get("nodes")
-                        .map(Value::to_string)
-                        .unwrap_or_default();
+                    let ran = c.metadata.get("nodes").map(Value::to_string).unwrap_or_default();
                     println!(
                         "{}  step {:<4} {:<7} ran {ran:<24} next [{}]",
                         c.id,
@@ -105,36 +101,35 @@ pub async fn command(c: ThreadsCommand) -> Result<u8> {
             json,
         } => {
             let patch = match patch {
-                Some(p) => {
-                    match serde_json::from_str::<Value>(&p).context("--patch is not valid JSON")? {
-                        Value::Object(m) => m,
-                        other => bail!("--patch must be a JSON object, got {other}"),
-                    }
-                }
+                Some(p) => match serde_json::from_str::<Value>(&p).context("--patch is not valid JSON")? {
+                    Value::Object(m) => m,
+                    other => bail!("--patch must be a JSON object, got {other}"),
+                },
                 None => Default::default(),
             };
             let base = cp
                 .get(&id, Some(checkpoint))
                 .await?
                 .with_context(|| format!("checkpoint {checkpoint} not in thread `{id}`"))?;
-            let source =
-                match graph {
-                    Some(g) => g,
-                    None => {
-                        let run_id = base
-                            .metadata
-                            .get("run_id")
-                            .and_then(Value::as_str)
-                            .context("the checkpoint records no run; pass --graph")?;
-                        let run =
-                            local.store.runs.get_run(run_id).await?.context(
-                                "the run that wrote the checkpoint is gone; pass --graph",
-                            )?;
-                        run.definition
-                            .filter(|p| std::path::Path::new(p).is_file())
-                            .unwrap_or(run.graph)
-                    }
-                };
+            let source = match graph {
+                Some(g) => g,
+                None => {
+                    let run_id = base
+                        .metadata
+                        .get("run_id")
+                        .and_then(Value::as_str)
+                        .context("the checkpoint records no run; pass --graph")?;
+                    let run = local
+                        .store
+                        .runs
+                        .get_run(run_id)
+                        .await?
+                        .context("the run that wrote the checkpoint is gone; pass --graph")?;
+                    run.definition
+                        .filter(|p| std::path::Path::new(p).is_file())
+                        .unwrap_or(run.graph)
+                }
+            };
             let def = local.load(&source)?;
             let rt = local.runtime(Arc::new(Progress));
             let run = rt
@@ -143,15 +138,10 @@ pub async fn command(c: ThreadsCommand) -> Result<u8> {
                     &id,
                     checkpoint,
                     patch,
-                    std::fs::canonicalize(&def.file)
-                        .ok()
-                        .map(|p| p.display().to_string()),
+                    std::fs::canonicalize(&def.file).ok().map(|p| p.display().to_string()),
                 )
                 .await?;
-            eprintln!(
-                "forked thread {} into {} (run {})",
-                id, run.thread_id, run.id
-            );
+            eprintln!("forked thread {} into {} (run {})", id, run.thread_id, run.id);
             let run = drive(&rt, def.graph, &run.id, !non_interactive).await?;
             return finish(&run, json);
         }
@@ -163,19 +153,11 @@ pub async fn command(c: ThreadsCommand) -> Result<u8> {
             cp.delete_thread(&id).await?;
             eprintln!("deleted thread {id}");
         }
-        ThreadsCommand::Prune {
-            keep_last,
-            max_age_s,
-        } => {
+        ThreadsCommand::Prune { keep_last, max_age_s } => {
             if keep_last.is_none() && max_age_s.is_none() {
                 bail!("give --keep-last N and/or --max-age-s SECONDS");
             }
-            let n = cp
-                .prune(&Retention {
-                    keep_last,
-                    max_age_s,
-                })
-                .await?;
+            let n = cp.prune(&Retention { keep_last, max_age_s }).await?;
             eprintln!("pruned {n} checkpoints");
         }
     }

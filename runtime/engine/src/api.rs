@@ -81,10 +81,7 @@ mod tests {
     #[test]
     fn formats_utc_times() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            super::rfc3339(1_795_615_857_645),
-            "2026-11-25T14:10:57.645Z"
-        );
+        assert_eq!(super::rfc3339(1_795_615_857_645), "2026-11-25T14:10:57.645Z");
         assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

@@ -73,19 +73,10 @@ impl Reducer {
     }
 
     /// Combines `write` into `current` for channel `channel`.
-    pub fn apply(
-        self,
-        channel: &str,
-        current: &mut Value,
-        write: Value,
-    ) -> Result<(), EngineError> {
+    pub fn apply(self, channel: &str, current: &mut Value, write: Value) -> Result<(), EngineError> {
         let bad = |expected: &str, got: &Value| EngineError::InvalidWrite {
             channel: channel.to_string(),
-            message: format!(
-                "reducer `{}` expects {expected}, got {}",
-                self.name(),
-                kind_of(got)
-            ),
+            message: format!("reducer `{}` expects {expected}, got {}", self.name(), kind_of(got)),
         };
         match self {
             Reducer::Replace => *current = write,
@@ -128,17 +119,9 @@ impl Reducer {
             }
             Reducer::Sum => {
                 let add = write.as_f64().ok_or_else(|| bad("a number", &write))?;
-                let cur = if current.is_null() {
-                    Some(0.0)
-                } else {
-                    current.as_f64()
-                };
+                let cur = if current.is_null() { Some(0.0) } else { current.as_f64() };
                 let cur = cur.ok_or_else(|| bad("a number value", current))?;
-                *current = number(
-                    cur + add,
-                    current.is_i64() || current.is_null(),
-                    write.is_i64(),
-                );
+                *current = number(cur + add, current.is_i64() || current.is_null(), write.is_i64());
             }
             Reducer::Max => {
                 let w = write.as_f64().ok_or_else(|| bad("a number", &write))?;
@@ -214,16 +197,9 @@ mod tests {
 
         let mut m = json!([{"id": "a", "text": "x"}]);
         Reducer::Messages
-            .apply(
-                "m",
-                &mut m,
-                json!([{"id": "a", "text": "y"}, {"id": "b", "text": "z"}]),
-            )
+            .apply("m", &mut m, json!([{"id": "a", "text": "y"}, {"id": "b", "text": "z"}]))
             .unwrap();
-        assert_eq!(
-            m,
-            json!([{"id": "a", "text": "y"}, {"id": "b", "text": "z"}])
-        );
+        assert_eq!(m, json!([{"id": "a", "text": "y"}, {"id": "b", "text": "z"}]));
 
         let mut o = json!({"a": 1});
         Reducer::Merge.apply("o", &mut o, json!({"b": 2})).unwrap();

@@ -64,9 +64,7 @@ impl Blob {
     pub fn from_parts(kind: &str, body: Value) -> Result<Self, StorageError> {
         let items = |body: Value| match body {
             Value::Array(items) => Ok(items),
-            other => Err(StorageError::new(format!(
-                "delta blob holds {other} instead of a list"
-            ))),
+            other => Err(StorageError::new(format!("delta blob holds {other} instead of a list"))),
         };
         Ok(match kind {
             "full" => Blob::Full(body),
@@ -109,15 +107,10 @@ pub struct Retention {
 /// writes bytes in proportion to what it changed, not to the state's size.
 #[async_trait]
 pub trait Checkpointer: Send + Sync {
-    async fn put(&self, checkpoint: &Checkpoint, blobs: &[ChannelBlob])
-    -> Result<(), StorageError>;
+    async fn put(&self, checkpoint: &Checkpoint, blobs: &[ChannelBlob]) -> Result<(), StorageError>;
 
     /// The checkpoint `id` of `thread_id`, or its latest when `id` is `None`.
-    async fn get(
-        &self,
-        thread_id: &str,
-        id: Option<Uuid>,
-    ) -> Result<Option<Checkpoint>, StorageError>;
+    async fn get(&self, thread_id: &str, id: Option<Uuid>) -> Result<Option<Checkpoint>, StorageError>;
 
     /// The id of the latest checkpoint of a thread, without its values.
     async fn latest_id(&self, thread_id: &str) -> Result<Option<Uuid>, StorageError> {
@@ -125,34 +118,16 @@ pub trait Checkpointer: Send + Sync {
     }
 
     /// Checkpoints of a thread, newest first (values included).
-    async fn list(
-        &self,
-        thread_id: &str,
-        limit: Option<u32>,
-    ) -> Result<Vec<Checkpoint>, StorageError>;
+    async fn list(&self, thread_id: &str, limit: Option<u32>) -> Result<Vec<Checkpoint>, StorageError>;
 
     /// Saves one finished task's result against the checkpoint its step started from.
-    async fn put_writes(
-        &self,
-        thread_id: &str,
-        checkpoint_id: Uuid,
-        result: &TaskResult,
-    ) -> Result<(), StorageError>;
+    async fn put_writes(&self, thread_id: &str, checkpoint_id: Uuid, result: &TaskResult) -> Result<(), StorageError>;
 
     /// Task results saved against a checkpoint.
-    async fn get_writes(
-        &self,
-        thread_id: &str,
-        checkpoint_id: Uuid,
-    ) -> Result<Vec<TaskResult>, StorageError>;
+    async fn get_writes(&self, thread_id: &str, checkpoint_id: Uuid) -> Result<Vec<TaskResult>, StorageError>;
 
     /// Copies `from`'s history up to and including `up_to` (all when `None`) into the new thread `to`.
-    async fn copy_thread(
-        &self,
-        from: &str,
-        to: &str,
-        up_to: Option<Uuid>,
-    ) -> Result<(), StorageError>;
+    async fn copy_thread(&self, from: &str, to: &str, up_to: Option<Uuid>) -> Result<(), StorageError>;
 
     async fn delete_thread(&self, thread_id: &str) -> Result<(), StorageError>;
 

@@ -95,11 +95,7 @@ pub enum EngineError {
     #[error("checkpoint `{checkpoint}` not found in thread `{thread}`")]
     CheckpointNotFound { thread: String, checkpoint: String },
     #[error("run `{id}` is {status} and cannot be {what}")]
-    InvalidRunState {
-        id: String,
-        status: String,
-        what: String,
-    },
+    InvalidRunState { id: String, status: String, what: String },
     #[error("{0}")]
     Invalid(String),
 }

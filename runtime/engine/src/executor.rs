@@ -3,9 +3,11 @@
 //! follows edges, and writes one checkpoint per step.
 
 use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::FutureExt;
 use serde_json::{Map, Value, json};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -45,6 +47,8 @@ pub struct Executor {
     pub events: Arc<dyn EventSink>,
     pub cancel: CancellationToken,
     pub run_id: String,
+    /// The caller made up the thread id just now, so there is nothing to load.
+    pub new_thread: bool,
 }
 
 impl Executor {
@@ -59,6 +63,7 @@ impl Executor {
             checkpointer,
             events,
             cancel: CancellationToken::new(),
+            new_thread: false,
             run_id: run_id.to_string(),
         }
     }
@@ -80,7 +85,14 @@ impl Executor {
         resume: &HashMap<String, Decision>,
     ) -> Result<Outcome, EngineError> {
         let started = Instant::now();
-        let latest = self.checkpointer.get(thread_id, None).await?;
+        let latest = if self.new_thread {
+            None
+        } else {
+            self.checkpointer.get(thread_id, None).await?
+        };
+        // Only a checkpoint loaded from the store can have task writes saved
+        // against it (by a process that died); the ones written here cannot.
+        let mut loaded = input.is_none();
         let mut ckpt = match (input, latest) {
             (Some(input), latest) => self.apply_input(thread_id, input, latest).await?,
             (None, Some(c)) => c,
@@ -102,7 +114,7 @@ impl Executor {
                     deadline_ms: deadline.as_millis() as u64,
                 });
             }
-            if let Some(stop) = self.pending_after_interrupts(&mut ckpt, resume).await? {
+            if let Some(stop) = self.pending_after_interrupts(&mut ckpt, resume, &mut loaded).await? {
                 return Ok(stop);
             }
             if ckpt.next.is_empty() {
@@ -113,8 +125,11 @@ impl Executor {
                     max_steps: self.graph.limits.max_steps,
                 });
             }
-            match self.superstep(&ckpt, resume).await? {
-                StepEnd::Next(next) => ckpt = next,
+            match self.superstep(&ckpt, resume, loaded).await? {
+                StepEnd::Next(next) => {
+                    ckpt = next;
+                    loaded = false;
+                }
                 StepEnd::Stop(outcome) => return Ok(outcome),
             }
         }
@@ -150,10 +165,7 @@ impl Executor {
                     self.channel_names()
                 ))
             })?;
-            let cur = state
-                .values
-                .entry(k.clone())
-                .or_insert_with(|| spec.initial());
+            let cur = state.values.entry(k.clone()).or_insert_with(|| spec.initial());
             if spec.reducer.is_incremental() {
                 spec.reducer.apply(k, cur, v.clone())?;
             } else {
@@ -222,10 +234,7 @@ impl Executor {
 
     async fn save(&self, ckpt: &Checkpoint, blobs: &[ChannelBlob]) -> Result<(), EngineError> {
         self.checkpointer.put(ckpt, blobs).await?;
-        let bytes: usize = blobs
-            .iter()
-            .map(|b| b.blob.to_body().to_string().len())
-            .sum();
+        let bytes: usize = blobs.iter().map(|b| b.blob.to_body().to_string().len()).sum();
         self.events.emit(
             self.event("checkpoint.saved", &ckpt.thread_id)
                 .step(ckpt.step)
@@ -240,6 +249,7 @@ impl Executor {
         &self,
         ckpt: &mut Checkpoint,
         resume: &HashMap<String, Decision>,
+        loaded: &mut bool,
     ) -> Result<Option<Outcome>, EngineError> {
         let Some(Value::Array(pending)) = ckpt.metadata.get("interrupt_after").cloned() else {
             return Ok(None);
@@ -284,6 +294,7 @@ impl Executor {
         let mut next = self.update(ckpt, &patch, CheckpointSource::Update).await?;
         next.metadata.remove("interrupt_after");
         *ckpt = next;
+        *loaded = false;
         Ok(None)
     }
 
@@ -334,11 +345,7 @@ impl Executor {
     }
 
     /// Turns triggered node names into tasks; fan-out nodes become one task per item.
-    fn schedule(
-        &self,
-        targets: impl IntoIterator<Item = String>,
-        state: &Value,
-    ) -> Result<Vec<TaskSpec>, EngineError> {
+    fn schedule(&self, targets: impl IntoIterator<Item = String>, state: &Value) -> Result<Vec<TaskSpec>, EngineError> {
         let mut tasks = Vec::new();
         let mut seen = HashSet::new();
         let mut queue: Vec<String> = targets.into_iter().collect();
@@ -401,21 +408,21 @@ impl Executor {
         &self,
         ckpt: &Checkpoint,
         resume: &HashMap<String, Decision>,
+        loaded: bool,
     ) -> Result<StepEnd, EngineError> {
         let thread_id = ckpt.thread_id.as_str();
-        let saved: HashMap<String, TaskResult> = self
-            .checkpointer
-            .get_writes(thread_id, ckpt.id)
-            .await?
-            .into_iter()
-            .map(|r| (r.task_id.clone(), r))
-            .collect();
+        let saved: HashMap<String, TaskResult> = if loaded {
+            let writes = self.checkpointer.get_writes(thread_id, ckpt.id).await?;
+            writes.into_iter().map(|r| (r.task_id.clone(), r)).collect()
+        } else {
+            HashMap::new()
+        };
         let state = Arc::new(Value::Object(ckpt.values.clone()));
         let durable_each = ckpt.next.len() > 1;
 
         let mut results: Vec<Option<TaskResult>> = vec![None; ckpt.next.len()];
         let mut waiting: Vec<Interrupt> = Vec::new();
-        let mut set = JoinSet::new();
+        let mut jobs = Vec::new();
         for (pos, task) in ckpt.next.iter().enumerate() {
             let task_id = task.id(thread_id, ckpt.step);
             let spec = self.graph.node(&task.node).ok_or_else(|| {
@@ -428,9 +435,12 @@ impl Executor {
             match saved.get(&task_id) {
                 Some(r) if r.interrupt.is_none() => {
                     results[pos] = Some(r.clone());
-                    self.events.emit(self.event("node.skipped", thread_id).node(&task.node).step(ckpt.step + 1).data(
-                        json!({"task_id": task_id, "reason": "writes saved before a restart"}),
-                    ));
+                    self.events.emit(
+                        self.event("node.skipped", thread_id)
+                            .node(&task.node)
+                            .step(ckpt.step + 1)
+                            .data(json!({"task_id": task_id, "reason": "writes saved before a restart"})),
+                    );
                     continue;
                 }
                 Some(r) => {
@@ -439,9 +449,7 @@ impl Executor {
                         .clone()
                         .unwrap_or_else(|| unreachable_interrupt(&task_id, &task.node));
                     match resume.get(&interrupt.id) {
-                        Some(d) => {
-                            resume_value = Some(serde_json::to_value(d).unwrap_or(Value::Null))
-                        }
+                        Some(d) => resume_value = Some(serde_json::to_value(d).unwrap_or(Value::Null)),
                         None => {
                             waiting.push(interrupt);
                             continue;
@@ -489,72 +497,59 @@ impl Executor {
                 events: self.events.clone(),
                 checkpointer: self.checkpointer.clone(),
             };
-            let spec = spec.clone();
-            let events = self.events.clone();
-            set.spawn(async move { (pos, run_task(spec, ctx, events).await) });
+            jobs.push((pos, spec.clone(), ctx));
         }
 
         let mut failure: Option<(usize, EngineError)> = None;
-        while let Some(joined) = set.join_next().await {
-            let (pos, outcome) = match joined {
-                Ok(v) => v,
-                Err(e) => {
-                    // A panicking node fails its task, not the process.
-                    let err = EngineError::Node {
-                        node: "?".into(),
-                        message: format!("task panicked: {e}"),
-                    };
-                    failure.get_or_insert((usize::MAX, err));
-                    continue;
-                }
-            };
-            let task = &ckpt.next[pos];
-            let task_id = task.id(thread_id, ckpt.step);
-            match outcome {
-                Ok(NodeOutput::Writes { writes, goto }) => {
-                    let r = TaskResult {
-                        task_id,
-                        node: task.node.clone(),
-                        index: task.index,
-                        writes,
-                        goto,
-                        interrupt: None,
-                    };
-                    if durable_each {
-                        self.checkpointer.put_writes(thread_id, ckpt.id, &r).await?;
+        let mut finished = Vec::new();
+        if jobs.len() == 1 {
+            // One task: run it here, saving a hop to another worker thread.
+            if let Some((pos, spec, ctx)) = jobs.pop() {
+                let node = ctx.node.clone();
+                let outcome = AssertUnwindSafe(run_task(spec, ctx, self.events.clone()))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err(panicked(&node)));
+                finished.push((pos, outcome));
+            }
+        } else {
+            let mut set = JoinSet::new();
+            for (pos, spec, ctx) in jobs {
+                let events = self.events.clone();
+                set.spawn(async move { (pos, run_task(spec, ctx, events).await) });
+            }
+            while let Some(joined) = set.join_next().await {
+                match joined {
+                    // Saved as each task finishes, so a crash loses only unfinished tasks.
+                    Ok((pos, outcome)) => {
+                        self.absorb(
+                            ckpt,
+                            pos,
+                            outcome,
+                            durable_each,
+                            &mut results,
+                            &mut waiting,
+                            &mut failure,
+                        )
+                        .await?
                     }
-                    results[pos] = Some(r);
-                }
-                Ok(NodeOutput::Interrupt {
-                    payload,
-                    actions,
-                    expires_in_s,
-                }) => {
-                    let interrupt = Interrupt {
-                        id: task_id.clone(),
-                        node: task.node.clone(),
-                        kind: InterruptKind::Node,
-                        payload,
-                        actions,
-                        expires_in_s,
-                    };
-                    let r = TaskResult {
-                        task_id,
-                        node: task.node.clone(),
-                        index: task.index,
-                        writes: Map::new(),
-                        goto: None,
-                        interrupt: Some(interrupt.clone()),
-                    };
-                    self.checkpointer.put_writes(thread_id, ckpt.id, &r).await?;
-                    waiting.push(interrupt);
-                }
-                Err(e) => {
-                    if failure.as_ref().is_none_or(|(p, _)| pos < *p) {
-                        failure = Some((pos, e));
+                    Err(_) => {
+                        failure.get_or_insert((usize::MAX, panicked("?")));
                     }
                 }
             }
+        }
+        for (pos, outcome) in finished {
+            self.absorb(
+                ckpt,
+                pos,
+                outcome,
+                durable_each,
+                &mut results,
+                &mut waiting,
+                &mut failure,
+            )
+            .await?;
         }
         if let Some((_, e)) = failure {
             return Err(e);
@@ -569,12 +564,72 @@ impl Executor {
         self.finish_step(ckpt, results).await.map(StepEnd::Next)
     }
 
-    /// Applies the step's writes in task order, follows edges, saves the checkpoint.
-    async fn finish_step(
+    /// Takes one finished task into the step: saves its writes (when the step
+    /// has siblings) or its interrupt at once, or records the first failure.
+    #[allow(clippy::too_many_arguments)]
+    async fn absorb(
         &self,
         ckpt: &Checkpoint,
-        results: Vec<TaskResult>,
-    ) -> Result<Checkpoint, EngineError> {
+        pos: usize,
+        outcome: Result<NodeOutput, EngineError>,
+        durable_each: bool,
+        results: &mut [Option<TaskResult>],
+        waiting: &mut Vec<Interrupt>,
+        failure: &mut Option<(usize, EngineError)>,
+    ) -> Result<(), EngineError> {
+        let thread_id = ckpt.thread_id.as_str();
+        let task = &ckpt.next[pos];
+        let task_id = task.id(thread_id, ckpt.step);
+        match outcome {
+            Ok(NodeOutput::Writes { writes, goto }) => {
+                let r = TaskResult {
+                    task_id,
+                    node: task.node.clone(),
+                    index: task.index,
+                    writes,
+                    goto,
+                    interrupt: None,
+                };
+                if durable_each {
+                    self.checkpointer.put_writes(thread_id, ckpt.id, &r).await?;
+                }
+                results[pos] = Some(r);
+            }
+            Ok(NodeOutput::Interrupt {
+                payload,
+                actions,
+                expires_in_s,
+            }) => {
+                let interrupt = Interrupt {
+                    id: task_id.clone(),
+                    node: task.node.clone(),
+                    kind: InterruptKind::Node,
+                    payload,
+                    actions,
+                    expires_in_s,
+                };
+                let r = TaskResult {
+                    task_id,
+                    node: task.node.clone(),
+                    index: task.index,
+                    writes: Map::new(),
+                    goto: None,
+                    interrupt: Some(interrupt.clone()),
+                };
+                self.checkpointer.put_writes(thread_id, ckpt.id, &r).await?;
+                waiting.push(interrupt);
+            }
+            Err(e) => {
+                if failure.as_ref().is_none_or(|(p, _)| pos < *p) {
+                    *failure = Some((pos, e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the step's writes in task order, follows edges, saves the checkpoint.
+    async fn finish_step(&self, ckpt: &Checkpoint, results: Vec<TaskResult>) -> Result<Checkpoint, EngineError> {
         let step = ckpt.step + 1;
         let mut values = ckpt.values.clone();
         let mut versions = ckpt.versions.clone();
@@ -583,20 +638,16 @@ impl Executor {
         let mut order: Vec<String> = Vec::new();
         for r in &results {
             for (channel, write) in &r.writes {
-                let spec =
-                    self.graph
-                        .channel(channel)
-                        .ok_or_else(|| EngineError::UnknownChannel {
-                            node: r.node.clone(),
-                            channel: channel.clone(),
-                        })?;
+                let spec = self.graph.channel(channel).ok_or_else(|| EngineError::UnknownChannel {
+                    node: r.node.clone(),
+                    channel: channel.clone(),
+                })?;
                 let who = writers.entry(spec.name.as_str()).or_default();
-                let label =
-                    if r.index > 0 || ckpt.next.iter().filter(|t| t.node == r.node).count() > 1 {
-                        format!("`{}`[{}]", r.node, r.index)
-                    } else {
-                        format!("`{}`", r.node)
-                    };
+                let label = if r.index > 0 || ckpt.next.iter().filter(|t| t.node == r.node).count() > 1 {
+                    format!("`{}`[{}]", r.node, r.index)
+                } else {
+                    format!("`{}`", r.node)
+                };
                 who.push(label);
                 if spec.reducer == crate::Reducer::Replace && who.len() > 1 {
                     return Err(EngineError::ConflictingWrites {
@@ -604,9 +655,7 @@ impl Executor {
                         writers: who.join(" and "),
                     });
                 }
-                let cur = values
-                    .entry(channel.clone())
-                    .or_insert_with(|| spec.initial());
+                let cur = values.entry(channel.clone()).or_insert_with(|| spec.initial());
                 spec.reducer.apply(channel, cur, write.clone())?;
                 if spec.reducer.is_incremental() {
                     deltas
@@ -623,11 +672,7 @@ impl Executor {
             .iter()
             .map(|ch| {
                 versions.insert(ch.clone(), step);
-                let reducer = self
-                    .graph
-                    .channel(ch)
-                    .map(|c| c.reducer)
-                    .unwrap_or_default();
+                let reducer = self.graph.channel(ch).map(|c| c.reducer).unwrap_or_default();
                 let blob = match (reducer, deltas.remove(ch)) {
                     (crate::Reducer::Append, Some(items)) => Blob::Append(items),
                     (crate::Reducer::Messages, Some(items)) => Blob::Messages(items),
@@ -717,6 +762,14 @@ enum StepEnd {
     Stop(Outcome),
 }
 
+fn panicked(node: &str) -> EngineError {
+    // A panicking node fails its task, not the process.
+    EngineError::Node {
+        node: node.to_string(),
+        message: "the node panicked".into(),
+    }
+}
+
 fn unreachable_interrupt(task_id: &str, node: &str) -> Interrupt {
     Interrupt {
         id: task_id.to_string(),
@@ -729,17 +782,16 @@ fn unreachable_interrupt(task_id: &str, node: &str) -> Interrupt {
 }
 
 /// Runs one task with its timeout and retry policy, emitting node events.
-async fn run_task(
-    spec: NodeSpec,
-    mut ctx: NodeContext,
-    events: Arc<dyn EventSink>,
-) -> Result<NodeOutput, EngineError> {
+async fn run_task(spec: NodeSpec, mut ctx: NodeContext, events: Arc<dyn EventSink>) -> Result<NodeOutput, EngineError> {
     let policy = &spec.retry;
     let mut attempt = 1;
     loop {
         ctx.attempt = attempt;
         let started = Instant::now();
-        ctx.emit("node.started", json!({"task_id": ctx.task_id, "index": ctx.index, "attempt": attempt, "kind": spec.node.kind()}));
+        ctx.emit(
+            "node.started",
+            json!({"task_id": ctx.task_id, "index": ctx.index, "attempt": attempt, "kind": spec.node.kind()}),
+        );
         let fut = spec.node.run(ctx.clone());
         let result: Result<NodeOutput, NodeError> = tokio::select! {
             _ = ctx.cancel.cancelled() => return Err(EngineError::Cancelled),
@@ -769,7 +821,10 @@ async fn run_task(
             }
             Err(e) if (e.retryable || policy.retry_all) && attempt < policy.max_attempts => {
                 let wait = policy.backoff(attempt);
-                ctx.emit("node.retry", json!({"attempt": attempt, "error": e.message, "wait_ms": wait.as_millis() as u64}));
+                ctx.emit(
+                    "node.retry",
+                    json!({"attempt": attempt, "error": e.message, "wait_ms": wait.as_millis() as u64}),
+                );
                 tokio::select! {
                     _ = ctx.cancel.cancelled() => return Err(EngineError::Cancelled),
                     _ = tokio::time::sleep(wait) => {}

@@ -187,11 +187,7 @@ impl GraphBuilder {
             index,
         };
         let errors = graph.check();
-        if errors.is_empty() {
-            Ok(graph)
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(graph) } else { Err(errors) }
     }
 }
 
@@ -232,11 +228,7 @@ impl Graph {
                 ));
             }
             if !seen.insert(&n.name) {
-                errors.push(err(
-                    format!("node `{}` is declared twice", n.name),
-                    Some(&n.name),
-                    None,
-                ));
+                errors.push(err(format!("node `{}` is declared twice", n.name), Some(&n.name), None));
             }
         }
         if self.entry.is_empty() {
@@ -255,18 +247,10 @@ impl Graph {
                     Some(i),
                 ));
             } else if self.node(&e.from).is_none() {
-                errors.push(err(
-                    format!("edge from unknown node `{}`", e.from),
-                    None,
-                    Some(i),
-                ));
+                errors.push(err(format!("edge from unknown node `{}`", e.from), None, Some(i)));
             }
             if e.to != END && self.node(&e.to).is_none() {
-                errors.push(err(
-                    format!("edge to unknown node `{}`", e.to),
-                    None,
-                    Some(i),
-                ));
+                errors.push(err(format!("edge to unknown node `{}`", e.to), None, Some(i)));
             }
         }
         if !errors.is_empty() {
@@ -312,9 +296,7 @@ impl Graph {
             let internal: Vec<_> = g
                 .edge_indices()
                 .filter(|&ei| {
-                    let (a, b) = g
-                        .edge_endpoints(ei)
-                        .unwrap_or((NodeIndex::end(), NodeIndex::end()));
+                    let (a, b) = g.edge_endpoints(ei).unwrap_or((NodeIndex::end(), NodeIndex::end()));
                     members.contains(&a) && members.contains(&b)
                 })
                 .collect();

@@ -44,11 +44,7 @@ impl Inner {
     fn hydrate(&self, mut c: Checkpoint) -> Checkpoint {
         for (channel, version) in c.versions.clone() {
             let blobs = self.blobs.get(&(c.thread_id.clone(), channel.clone()));
-            let value = replay_blobs(
-                blobs
-                    .into_iter()
-                    .flat_map(|m| m.range(..=version).map(|(_, b)| b)),
-            );
+            let value = replay_blobs(blobs.into_iter().flat_map(|m| m.range(..=version).map(|(_, b)| b)));
             c.values.insert(channel, value);
         }
         c
@@ -57,11 +53,7 @@ impl Inner {
 
 #[async_trait]
 impl Checkpointer for MemoryStore {
-    async fn put(
-        &self,
-        checkpoint: &Checkpoint,
-        blobs: &[ChannelBlob],
-    ) -> Result<(), StorageError> {
+    async fn put(&self, checkpoint: &Checkpoint, blobs: &[ChannelBlob]) -> Result<(), StorageError> {
         let mut inner = self.lock()?;
         for b in blobs {
             inner
@@ -80,11 +72,7 @@ impl Checkpointer for MemoryStore {
         Ok(())
     }
 
-    async fn get(
-        &self,
-        thread_id: &str,
-        id: Option<Uuid>,
-    ) -> Result<Option<Checkpoint>, StorageError> {
+    async fn get(&self, thread_id: &str, id: Option<Uuid>) -> Result<Option<Checkpoint>, StorageError> {
         let inner = self.lock()?;
         let list = inner.checkpoints.get(thread_id);
         let found = match id {
@@ -94,47 +82,22 @@ impl Checkpointer for MemoryStore {
         Ok(found.map(|c| inner.hydrate(c)))
     }
 
-    async fn list(
-        &self,
-        thread_id: &str,
-        limit: Option<u32>,
-    ) -> Result<Vec<Checkpoint>, StorageError> {
+    async fn list(&self, thread_id: &str, limit: Option<u32>) -> Result<Vec<Checkpoint>, StorageError> {
         let inner = self.lock()?;
-        let list = inner
-            .checkpoints
-            .get(thread_id)
-            .cloned()
-            .unwrap_or_default();
+        let list = inner.checkpoints.get(thread_id).cloned().unwrap_or_default();
         let n = limit.map(|l| l as usize).unwrap_or(usize::MAX);
-        Ok(list
-            .into_iter()
-            .rev()
-            .take(n)
-            .map(|c| inner.hydrate(c))
-            .collect())
+        Ok(list.into_iter().rev().take(n).map(|c| inner.hydrate(c)).collect())
     }
 
-    async fn put_writes(
-        &self,
-        thread_id: &str,
-        checkpoint_id: Uuid,
-        result: &TaskResult,
-    ) -> Result<(), StorageError> {
+    async fn put_writes(&self, thread_id: &str, checkpoint_id: Uuid, result: &TaskResult) -> Result<(), StorageError> {
         let mut inner = self.lock()?;
-        let list = inner
-            .writes
-            .entry((thread_id.to_string(), checkpoint_id))
-            .or_default();
+        let list = inner.writes.entry((thread_id.to_string(), checkpoint_id)).or_default();
         list.retain(|r| r.task_id != result.task_id);
         list.push(result.clone());
         Ok(())
     }
 
-    async fn get_writes(
-        &self,
-        thread_id: &str,
-        checkpoint_id: Uuid,
-    ) -> Result<Vec<TaskResult>, StorageError> {
+    async fn get_writes(&self, thread_id: &str, checkpoint_id: Uuid) -> Result<Vec<TaskResult>, StorageError> {
         let inner = self.lock()?;
         Ok(inner
             .writes
@@ -143,19 +106,15 @@ impl Checkpointer for MemoryStore {
             .unwrap_or_default())
     }
 
-    async fn copy_thread(
-        &self,
-        from: &str,
-        to: &str,
-        up_to: Option<Uuid>,
-    ) -> Result<(), StorageError> {
+    async fn copy_thread(&self, from: &str, to: &str, up_to: Option<Uuid>) -> Result<(), StorageError> {
         let mut inner = self.lock()?;
         let list = inner.checkpoints.get(from).cloned().unwrap_or_default();
         let end = match up_to {
             Some(id) => {
-                list.iter().position(|c| c.id == id).ok_or_else(|| {
-                    StorageError::new(format!("checkpoint {id} not in thread {from}"))
-                })? + 1
+                list.iter()
+                    .position(|c| c.id == id)
+                    .ok_or_else(|| StorageError::new(format!("checkpoint {id} not in thread {from}")))?
+                    + 1
             }
             None => list.len(),
         };
@@ -202,10 +161,7 @@ impl Checkpointer for MemoryStore {
         let mut deleted = 0;
         for list in inner.checkpoints.values_mut() {
             let n = list.len();
-            let keep_from = retention
-                .keep_last
-                .map(|k| n.saturating_sub(k as usize))
-                .unwrap_or(0);
+            let keep_from = retention.keep_last.map(|k| n.saturating_sub(k as usize)).unwrap_or(0);
             let mut kept = Vec::new();
             for (i, c) in list.drain(..).enumerate() {
                 let too_old = retention
@@ -239,11 +195,7 @@ impl RunStore for MemoryStore {
         Ok(())
     }
 
-    async fn list_runs(
-        &self,
-        status: Option<RunStatus>,
-        limit: u32,
-    ) -> Result<Vec<Run>, StorageError> {
+    async fn list_runs(&self, status: Option<RunStatus>, limit: u32) -> Result<Vec<Run>, StorageError> {
         let inner = self.lock()?;
         Ok(inner
             .runs
@@ -262,9 +214,7 @@ impl RunStore for MemoryStore {
             .values()
             .any(|a| a.thread_id == approval.thread_id && a.interrupt_id == approval.interrupt_id);
         if !exists {
-            inner
-                .approvals
-                .insert(approval.id.clone(), approval.clone());
+            inner.approvals.insert(approval.id.clone(), approval.clone());
         }
         Ok(!exists)
     }
@@ -282,21 +232,14 @@ impl RunStore for MemoryStore {
         let mut v: Vec<Approval> = inner
             .approvals
             .values()
-            .filter(|a| {
-                status.is_none_or(|s| a.status == s) && run_id.is_none_or(|r| a.run_id == r)
-            })
+            .filter(|a| status.is_none_or(|s| a.status == s) && run_id.is_none_or(|r| a.run_id == r))
             .cloned()
             .collect();
         v.sort_by_key(|a| a.created_at);
         Ok(v)
     }
 
-    async fn decide_approval(
-        &self,
-        id: &str,
-        decision: &Decision,
-        at: i64,
-    ) -> Result<bool, StorageError> {
+    async fn decide_approval(&self, id: &str, decision: &Decision, at: i64) -> Result<bool, StorageError> {
         let mut inner = self.lock()?;
         match inner.approvals.get_mut(id) {
             Some(a) if a.status == ApprovalStatus::Pending => {

@@ -35,8 +35,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// The wait before attempt `attempt + 1` (attempts count from 1).
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let nominal =
-            self.initial_backoff_ms as f64 * self.multiplier.powi(attempt.saturating_sub(1) as i32);
+        let nominal = self.initial_backoff_ms as f64 * self.multiplier.powi(attempt.saturating_sub(1) as i32);
         let capped = nominal.min(self.max_backoff_ms as f64);
         let ms = if self.jitter {
             capped * (0.5 + fastrand::f64() * 0.5)

@@ -42,10 +42,7 @@ impl RunStatus {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled
-        )
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled)
     }
 }
 
@@ -179,11 +176,7 @@ pub trait RunStore: Send + Sync {
     /// Writes status, output, error, usage and `updated_at`.
     async fn update_run(&self, run: &Run) -> Result<(), StorageError>;
     /// Newest first.
-    async fn list_runs(
-        &self,
-        status: Option<RunStatus>,
-        limit: u32,
-    ) -> Result<Vec<Run>, StorageError>;
+    async fn list_runs(&self, status: Option<RunStatus>, limit: u32) -> Result<Vec<Run>, StorageError>;
 
     /// Inserts the approval unless one with the same `(thread_id, interrupt_id)`
     /// exists; returns whether it was created.
@@ -197,10 +190,5 @@ pub trait RunStore: Send + Sync {
     ) -> Result<Vec<Approval>, StorageError>;
     /// Records the decision if the approval is still pending, atomically;
     /// returns false when another decision got there first.
-    async fn decide_approval(
-        &self,
-        id: &str,
-        decision: &Decision,
-        at: i64,
-    ) -> Result<bool, StorageError>;
+    async fn decide_approval(&self, id: &str, decision: &Decision, at: i64) -> Result<bool, StorageError>;
 }

@@ -24,11 +24,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    pub fn new(
-        checkpointer: Arc<dyn Checkpointer>,
-        runs: Arc<dyn RunStore>,
-        events: Arc<dyn EventSink>,
-    ) -> Self {
+    pub fn new(checkpointer: Arc<dyn Checkpointer>, runs: Arc<dyn RunStore>, events: Arc<dyn EventSink>) -> Self {
         Self {
             checkpointer,
             runs,
@@ -49,6 +45,33 @@ impl Runtime {
         run.definition = definition;
         self.runs.create_run(&run).await?;
         Ok(run)
+    }
+
+    /// Records a run as already running and executes it at once: the path of
+    /// a caller that runs in-process (CLI, benchmarks), two round trips shorter
+    /// than `create_run` + `execute`.
+    pub async fn start(
+        &self,
+        graph: Arc<Graph>,
+        input: Map<String, Value>,
+        thread_id: Option<String>,
+        definition: Option<String>,
+        cancel: Option<CancellationToken>,
+    ) -> Result<Run, EngineError> {
+        let new_thread = thread_id.is_none();
+        let thread = thread_id.unwrap_or_else(|| Uuid::now_v7().to_string());
+        let mut run = Run::new(&graph.name, &thread, Value::Object(input.clone()));
+        run.definition = definition;
+        run.status = RunStatus::Running;
+        self.runs.create_run(&run).await?;
+        self.emit(Event::new("run.started", &run.id, &run.thread_id).data(json!({"graph": run.graph})));
+        let mut exec = Executor::new(graph.clone(), self.checkpointer.clone(), self.events.clone(), &run.id);
+        exec.new_thread = new_thread;
+        if let Some(c) = cancel {
+            exec.cancel = c;
+        }
+        let outcome = exec.invoke(&run.thread_id, Some(&input), &HashMap::new()).await;
+        self.settle(&graph, run, outcome).await
     }
 
     pub async fn get_run(&self, id: &str) -> Result<Run, EngineError> {
@@ -78,20 +101,20 @@ impl Runtime {
         let started_here = latest
             .as_ref()
             .is_some_and(|c| c.metadata.get("run_id") == Some(&json!(run.id)));
-        let resume = self.decisions(&run.id).await?;
         let first = run.status == RunStatus::Queued;
+        // A queued run has not asked anyone anything yet.
+        let resume = if first {
+            HashMap::new()
+        } else {
+            self.decisions(&run.id).await?
+        };
         run.status = RunStatus::Running;
         run.updated_at = crate::now_ms();
         self.runs.update_run(&run).await?;
         let kind = if first { "run.started" } else { "run.resumed" };
         self.emit(Event::new(kind, &run.id, &run.thread_id).data(json!({"graph": run.graph})));
 
-        let mut exec = Executor::new(
-            graph.clone(),
-            self.checkpointer.clone(),
-            self.events.clone(),
-            &run.id,
-        );
+        let mut exec = Executor::new(graph.clone(), self.checkpointer.clone(), self.events.clone(), &run.id);
         if let Some(c) = cancel {
             exec.cancel = c;
         }
@@ -133,10 +156,7 @@ impl Runtime {
                         .data(json!({"output": run.output})),
                 );
             }
-            Ok(Outcome::Waiting {
-                checkpoint,
-                interrupts,
-            }) => {
+            Ok(Outcome::Waiting { checkpoint, interrupts }) => {
                 run.status = RunStatus::Waiting;
                 self.runs.update_run(&run).await?;
                 let mut ids = Vec::new();
@@ -181,7 +201,8 @@ impl Runtime {
                 comment,
             }) => {
                 run.status = RunStatus::Cancelled;
-                run.error = json!({"message": format!("rejected by reviewer at `{node}`"), "node": node, "comment": comment});
+                run.error =
+                    json!({"message": format!("rejected by reviewer at `{node}`"), "node": node, "comment": comment});
                 self.runs.update_run(&run).await?;
                 self.emit(
                     Event::new("run.cancelled", &run.id, &run.thread_id)
@@ -193,9 +214,7 @@ impl Runtime {
                 run.status = RunStatus::Cancelled;
                 run.error = json!({"message": "run was cancelled"});
                 self.runs.update_run(&run).await?;
-                self.emit(
-                    Event::new("run.cancelled", &run.id, &run.thread_id).data(run.error.clone()),
-                );
+                self.emit(Event::new("run.cancelled", &run.id, &run.thread_id).data(run.error.clone()));
             }
             Err(EngineError::Storage(e)) => {
                 // The store is unreachable: the run keeps its last durable state
@@ -203,18 +222,14 @@ impl Runtime {
                 run.status = RunStatus::Failed;
                 run.error = json!({"message": format!("storage: {e}")});
                 let _ = self.runs.update_run(&run).await;
-                self.emit(
-                    Event::new("run.failed", &run.id, &run.thread_id).data(run.error.clone()),
-                );
+                self.emit(Event::new("run.failed", &run.id, &run.thread_id).data(run.error.clone()));
                 return Err(EngineError::Storage(e));
             }
             Err(e) => {
                 run.status = RunStatus::Failed;
                 run.error = json!({"message": e.to_string(), "node": e.node()});
                 self.runs.update_run(&run).await?;
-                self.emit(
-                    Event::new("run.failed", &run.id, &run.thread_id).data(run.error.clone()),
-                );
+                self.emit(Event::new("run.failed", &run.id, &run.thread_id).data(run.error.clone()));
             }
         }
         Ok(run)
@@ -222,11 +237,7 @@ impl Runtime {
 
     /// Records a decision on a pending approval. Exactly one decision wins;
     /// later ones get [`EngineError::AlreadyDecided`].
-    pub async fn decide(
-        &self,
-        approval_id: &str,
-        decision: Decision,
-    ) -> Result<Approval, EngineError> {
+    pub async fn decide(&self, approval_id: &str, decision: Decision) -> Result<Approval, EngineError> {
         let approval = self
             .runs
             .get_approval(approval_id)
@@ -247,11 +258,7 @@ impl Runtime {
             });
         }
         let now = crate::now_ms();
-        if !self
-            .runs
-            .decide_approval(approval_id, &decision, now)
-            .await?
-        {
+        if !self.runs.decide_approval(approval_id, &decision, now).await? {
             return Err(EngineError::AlreadyDecided {
                 id: approval.id,
                 status: "decided".into(),
@@ -311,12 +318,7 @@ impl Runtime {
             "forked_from".into(),
             json!({"thread_id": thread_id, "checkpoint_id": checkpoint_id}),
         );
-        let exec = Executor::new(
-            graph,
-            self.checkpointer.clone(),
-            self.events.clone(),
-            &run.id,
-        );
+        let exec = Executor::new(graph, self.checkpointer.clone(), self.events.clone(), &run.id);
         exec.update(&copied, &patch, CheckpointSource::Fork).await?;
         run.input = json!({"fork": {"thread_id": thread_id, "checkpoint_id": checkpoint_id, "patch": patch}});
         self.runs.create_run(&run).await?;

@@ -28,10 +28,7 @@ impl TaskSpec {
     /// Deterministic id from (thread, step, node, index): the same task gets the
     /// same id after a crash, so it can serve as a tool idempotency key.
     pub fn id(&self, thread_id: &str, step: i64) -> String {
-        let key = format!(
-            "{thread_id}\u{1f}{step}\u{1f}{}\u{1f}{}",
-            self.node, self.index
-        );
+        let key = format!("{thread_id}\u{1f}{step}\u{1f}{}\u{1f}{}", self.node, self.index);
         Uuid::new_v5(&Uuid::NAMESPACE_OID, key.as_bytes()).to_string()
     }
 }

@@ -52,10 +52,7 @@ impl Node for ListNode {
     fn fan_out(&self, state: &Value) -> Result<Option<Vec<Value>>, NodeError> {
         match state.get(self.0) {
             Some(Value::Array(items)) => Ok(Some(items.clone())),
-            other => Err(NodeError::fatal(format!(
-                "`{}` is not a list: {other:?}",
-                self.0
-            ))),
+            other => Err(NodeError::fatal(format!("`{}` is not a list: {other:?}", self.0))),
         }
     }
 }
@@ -63,11 +60,7 @@ impl Node for ListNode {
 fn runtime() -> (Runtime, Arc<MemoryStore>, Arc<CollectSink>) {
     let store = Arc::new(MemoryStore::new());
     let sink = Arc::new(CollectSink::default());
-    (
-        Runtime::new(store.clone(), store.clone(), sink.clone()),
-        store,
-        sink,
-    )
+    (Runtime::new(store.clone(), store.clone(), sink.clone()), store, sink)
 }
 
 fn linear(n: usize) -> Graph {
@@ -92,32 +85,17 @@ fn linear(n: usize) -> Graph {
 async fn linear_graph_accumulates_and_checkpoints_each_step() {
     let (rt, store, sink) = runtime();
     let g = Arc::new(linear(10));
-    let run = rt
-        .create_run(&g, Map::new(), Some("t1".into()), None)
-        .await
-        .unwrap();
+    let run = rt.create_run(&g, Map::new(), Some("t1".into()), None).await.unwrap();
     let run = rt.execute(g, &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded);
     assert_eq!(run.output["count"], json!(10));
     assert_eq!(run.output["log"].as_array().unwrap().len(), 10);
     let history = store.list("t1", None).await.unwrap();
     assert_eq!(history.len(), 11, "input checkpoint plus one per step");
-    assert!(
-        history.windows(2).all(|w| w[0].step > w[1].step),
-        "newest first"
-    );
+    assert!(history.windows(2).all(|w| w[0].step > w[1].step), "newest first");
     assert_eq!(history[5].values["count"], json!(5));
-    assert_eq!(
-        sink.kinds()
-            .iter()
-            .filter(|k| *k == "checkpoint.saved")
-            .count(),
-        11
-    );
-    assert_eq!(
-        sink.kinds().last().map(String::as_str),
-        Some("run.succeeded")
-    );
+    assert_eq!(sink.kinds().iter().filter(|k| *k == "checkpoint.saved").count(), 11);
+    assert_eq!(sink.kinds().last().map(String::as_str), Some("run.succeeded"));
 }
 
 #[tokio::test]
@@ -127,12 +105,8 @@ async fn conditional_edges_route_on_state() {
         .channel(ChannelSpec::new("kind", Reducer::Replace))
         .channel(ChannelSpec::new("out", Reducer::Replace))
         .node(node("classify", |_| async { Ok(writes(json!({}))) }))
-        .node(node("a", |_| async {
-            Ok(writes(json!({"out": "went a"})))
-        }))
-        .node(node("b", |_| async {
-            Ok(writes(json!({"out": "went b"})))
-        }))
+        .node(node("a", |_| async { Ok(writes(json!({"out": "went a"}))) }))
+        .node(node("b", |_| async { Ok(writes(json!({"out": "went b"}))) }))
         .conditional_edge("classify", "a", Arc::new(FieldIs("kind", "a")))
         .conditional_edge("classify", "b", Arc::new(FieldIs("kind", "b")))
         .entry("classify")
@@ -167,24 +141,14 @@ async fn fan_out_reduces_every_item_and_resume_skips_saved_tasks() {
         .build()
         .unwrap_or_else(|e| panic!("{e:?}"));
     let g = Arc::new(g);
-    let input = json!({"items": ["a", "boom", "c"]})
-        .as_object()
-        .cloned()
-        .unwrap();
-    let run = rt
-        .create_run(&g, input, Some("fan".into()), None)
-        .await
-        .unwrap();
+    let input = json!({"items": ["a", "boom", "c"]}).as_object().cloned().unwrap();
+    let run = rt.create_run(&g, input, Some("fan".into()), None).await.unwrap();
     let run = rt.execute(g.clone(), &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.error["node"], json!("each"));
     let latest = store.get("fan", None).await.unwrap().unwrap();
     let saved = store.get_writes("fan", latest.id).await.unwrap();
-    assert_eq!(
-        saved.len(),
-        2,
-        "the two tasks that finished saved their writes"
-    );
+    assert_eq!(saved.len(), 2, "the two tasks that finished saved their writes");
 
     // Fix the bad item in place of the failing task's input and resume: only it re-runs.
     let before = sink.kinds().iter().filter(|k| *k == "node.started").count();
@@ -197,10 +161,7 @@ async fn fan_out_reduces_every_item_and_resume_skips_saved_tasks() {
     let run = rt.execute(g, &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
     let started_after = sink.kinds().iter().filter(|k| *k == "node.started").count() - before;
-    assert_eq!(
-        started_after, 2,
-        "the fixed fan-out task and `sum`, nothing else"
-    );
+    assert_eq!(started_after, 2, "the fixed fan-out task and `sum`, nothing else");
     assert_eq!(
         run.output["results"],
         json!(["done a", "done b", "done c"]),
@@ -227,10 +188,7 @@ async fn two_replace_writers_in_one_step_fail_with_both_names() {
     let run = rt.execute(g, &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Failed);
     let msg = run.error["message"].as_str().unwrap();
-    assert!(
-        msg.contains("`left` and `right`") && msg.contains("`x`"),
-        "{msg}"
-    );
+    assert!(msg.contains("`left` and `right`") && msg.contains("`x`"), "{msg}");
 }
 
 #[tokio::test]
@@ -250,10 +208,7 @@ async fn fan_out_over_a_non_list_is_a_clear_error() {
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.error["node"], json!("each"));
     let msg = run.error["message"].as_str().unwrap();
-    assert!(
-        msg.contains("fan-out of `each`") && msg.contains("not a list"),
-        "{msg}"
-    );
+    assert!(msg.contains("fan-out of `each`") && msg.contains("not a list"), "{msg}");
 }
 
 fn approval_graph() -> Graph {
@@ -271,9 +226,7 @@ fn approval_graph() -> Graph {
             }
         }))
         .node(node("publish", |ctx| async move {
-            Ok(writes(
-                json!({"published": ctx.state["decision"] == json!("approve")}),
-            ))
+            Ok(writes(json!({"published": ctx.state["decision"] == json!("approve")})))
         }))
         .edge("review", "publish")
         .entry("review")
@@ -298,14 +251,7 @@ async fn approval_waits_then_resumes_with_the_decision_once() {
     // Executing again without a decision stays waiting and does not duplicate the approval.
     let again = rt.execute(g.clone(), &run.id, None).await.unwrap();
     assert_eq!(again.status, RunStatus::Waiting);
-    assert_eq!(
-        store
-            .list_approvals(None, Some(&run.id))
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(store.list_approvals(None, Some(&run.id)).await.unwrap().len(), 1);
 
     let decision = Decision {
         action: DecisionAction::Approve,
@@ -314,10 +260,7 @@ async fn approval_waits_then_resumes_with_the_decision_once() {
     };
     rt.decide(&approvals[0].id, decision.clone()).await.unwrap();
     let second = rt.decide(&approvals[0].id, decision).await.unwrap_err();
-    assert!(
-        matches!(second, EngineError::AlreadyDecided { .. }),
-        "{second}"
-    );
+    assert!(matches!(second, EngineError::AlreadyDecided { .. }), "{second}");
     let bad = rt
         .decide(
             &approvals[0].id,
@@ -333,13 +276,7 @@ async fn approval_waits_then_resumes_with_the_decision_once() {
     let done = rt.execute(g, &run.id, None).await.unwrap();
     assert_eq!(done.status, RunStatus::Succeeded);
     assert_eq!(done.output["published"], json!(true));
-    assert_eq!(
-        sink.kinds()
-            .iter()
-            .filter(|k| *k == "approval.requested")
-            .count(),
-        1
-    );
+    assert_eq!(sink.kinds().iter().filter(|k| *k == "approval.requested").count(), 1);
 }
 
 #[tokio::test]
@@ -425,12 +362,7 @@ async fn goto_overrides_edges_and_max_steps_stops_loops() {
     let run = rt.create_run(&g, Map::new(), None, None).await.unwrap();
     let run = rt.execute(g, &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Failed);
-    assert!(
-        run.error["message"]
-            .as_str()
-            .unwrap()
-            .contains("max_steps (5)")
-    );
+    assert!(run.error["message"].as_str().unwrap().contains("max_steps (5)"));
 }
 
 #[tokio::test]
@@ -471,10 +403,7 @@ async fn retries_transient_errors_and_times_out_slow_nodes() {
     let run = rt.create_run(&g, Map::new(), None, None).await.unwrap();
     let run = rt.execute(g, &run.id, None).await.unwrap();
     assert_eq!(tries.load(Ordering::SeqCst), 3);
-    assert_eq!(
-        sink.kinds().iter().filter(|k| *k == "node.retry").count(),
-        2
-    );
+    assert_eq!(sink.kinds().iter().filter(|k| *k == "node.retry").count(), 2);
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.error["node"], json!("slow"));
     assert!(run.error["message"].as_str().unwrap().contains("timed out"));
@@ -498,18 +427,12 @@ async fn fork_with_patch_diverges_from_the_original() {
         .unwrap_or_else(|e| panic!("{e:?}"));
     let g = Arc::new(g);
     let input = json!({"topic": "cats"}).as_object().cloned().unwrap();
-    let run = rt
-        .create_run(&g, input, Some("orig".into()), None)
-        .await
-        .unwrap();
+    let run = rt.create_run(&g, input, Some("orig".into()), None).await.unwrap();
     rt.execute(g.clone(), &run.id, None).await.unwrap();
     let history = store.list("orig", None).await.unwrap();
     let middle = history.iter().find(|c| c.step == 1).unwrap();
     let patch = json!({"topic": "dogs"}).as_object().cloned().unwrap();
-    let forked = rt
-        .fork(g.clone(), "orig", middle.id, patch, None)
-        .await
-        .unwrap();
+    let forked = rt.fork(g.clone(), "orig", middle.id, patch, None).await.unwrap();
     let done = rt.execute(g, &forked.id, None).await.unwrap();
     assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
     assert_eq!(done.output["log"], json!(["a", "b:dogs"]));
@@ -539,14 +462,8 @@ fn structure_checks_find_unknown_unreachable_and_endless_cycles() {
         .err()
         .unwrap();
     let text: Vec<String> = errs.iter().map(|e| e.message.clone()).collect();
-    assert!(
-        text.iter().any(|m| m.contains("unknown node `ghost`")),
-        "{text:?}"
-    );
-    assert!(
-        text.iter().any(|m| m.contains("edge from `END`")),
-        "{text:?}"
-    );
+    assert!(text.iter().any(|m| m.contains("unknown node `ghost`")), "{text:?}");
+    assert!(text.iter().any(|m| m.contains("edge from `END`")), "{text:?}");
     let errs = GraphBuilder::new("bad")
         .node(named("a"))
         .node(named("b"))
@@ -560,13 +477,9 @@ fn structure_checks_find_unknown_unreachable_and_endless_cycles() {
         .err()
         .unwrap();
     let text: Vec<String> = errs.iter().map(|e| e.message.clone()).collect();
+    assert!(text.iter().any(|m| m.contains("`lonely` is unreachable")), "{text:?}");
     assert!(
-        text.iter().any(|m| m.contains("`lonely` is unreachable")),
-        "{text:?}"
-    );
-    assert!(
-        text.iter()
-            .any(|m| m.contains("cycle b -> c has no exit condition")),
+        text.iter().any(|m| m.contains("cycle b -> c has no exit condition")),
         "{text:?}"
     );
     let _ = HashMap::<String, String>::new();

@@ -30,10 +30,7 @@ impl Catalog {
                 if !matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
                     continue;
                 }
-                if let Some(name) = std::fs::read_to_string(&p)
-                    .ok()
-                    .and_then(|t| declared_name(&t))
-                {
+                if let Some(name) = std::fs::read_to_string(&p).ok().and_then(|t| declared_name(&t)) {
                     files.entry(name).or_insert(p);
                 }
             }
@@ -69,35 +66,21 @@ impl Catalog {
         registry: &Registry,
         depth: u32,
     ) -> Result<crewgraph_engine::Graph, SpecErrors> {
-        self.load_at(name, registry, depth)
-            .map(|d| (*d.graph).clone())
+        self.load_at(name, registry, depth).map(|d| (*d.graph).clone())
     }
 
-    fn load_at(
-        &self,
-        name_or_path: &str,
-        registry: &Registry,
-        depth: u32,
-    ) -> Result<GraphDef, SpecErrors> {
+    fn load_at(&self, name_or_path: &str, registry: &Registry, depth: u32) -> Result<GraphDef, SpecErrors> {
         let path = self.resolve(name_or_path).ok_or_else(|| {
             let known: Vec<&str> = self.names().collect();
             SpecError::at(
                 name_or_path,
                 Loc { line: 1, column: 1 },
-                format!(
-                    "unknown graph `{name_or_path}` (known: {})",
-                    known.join(", ")
-                ),
+                format!("unknown graph `{name_or_path}` (known: {})", known.join(", ")),
             )
         })?;
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            SpecError::at(
-                &file,
-                Loc { line: 1, column: 1 },
-                format!("cannot read: {e}"),
-            )
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| SpecError::at(&file, Loc { line: 1, column: 1 }, format!("cannot read: {e}")))?;
         parse_graph(&file, &text, registry, Some(self), depth)
     }
 }

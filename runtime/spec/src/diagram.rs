@@ -72,11 +72,7 @@ pub fn dot(g: &Graph) -> String {
         q(&g.name)
     );
     for n in &g.nodes {
-        let shape = if n.node.kind() == "approval" {
-            "diamond"
-        } else {
-            "box"
-        };
+        let shape = if n.node.kind() == "approval" { "diamond" } else { "box" };
         let _ = writeln!(
             out,
             "    {} [shape={shape} label={}];",

@@ -23,9 +23,7 @@ const COMMON_NODE_KEYS: &[&str] = &[
     "interrupt_before",
     "interrupt_after",
 ];
-const TYPES: &[&str] = &[
-    "string", "number", "integer", "boolean", "array", "object", "any",
-];
+const TYPES: &[&str] = &["string", "number", "integer", "boolean", "array", "object", "any"];
 
 /// A compiled graph definition with what the engine graph does not carry.
 #[derive(Clone)]
@@ -41,16 +39,8 @@ impl GraphDef {
     pub fn validate_input(&self, input: &Map<String, Value>) -> Result<(), String> {
         for (k, v) in input {
             let Some(ch) = self.graph.channel(k) else {
-                let names: Vec<&str> = self
-                    .graph
-                    .channels
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .collect();
-                return Err(format!(
-                    "input.{k}: unknown channel (declared: {})",
-                    names.join(", ")
-                ));
+                let names: Vec<&str> = self.graph.channels.iter().map(|c| c.name.as_str()).collect();
+                return Err(format!("input.{k}: unknown channel (declared: {})", names.join(", ")));
             };
             if let Some(t) = &ch.r#type
                 && !type_matches(t, v)
@@ -78,19 +68,10 @@ fn type_matches(t: &str, v: &Value) -> bool {
 }
 
 /// Reads and compiles a graph file.
-pub fn load_graph_file(
-    path: &Path,
-    registry: &Registry,
-    catalog: Option<&Catalog>,
-) -> Result<GraphDef, SpecErrors> {
+pub fn load_graph_file(path: &Path, registry: &Registry, catalog: Option<&Catalog>) -> Result<GraphDef, SpecErrors> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        SpecError::at(
-            &file,
-            Loc { line: 1, column: 1 },
-            format!("cannot read the file: {e}"),
-        )
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| SpecError::at(&file, Loc { line: 1, column: 1 }, format!("cannot read the file: {e}")))?;
     parse_graph(&file, &text, registry, catalog, 0)
 }
 
@@ -121,9 +102,7 @@ pub fn parse_graph(
     if let Some(out) = f.opt_strings("output")? {
         if let Some(bad) = out.iter().find(|o| !channel_names.contains(*o)) {
             let at = root.get("output").unwrap_or(&root);
-            return Err(f
-                .err(at, format!("`output` names unknown channel `{bad}`"))
-                .into());
+            return Err(f.err(at, format!("`output` names unknown channel `{bad}`")).into());
         }
         builder = builder.output(out);
     }
@@ -194,9 +173,9 @@ pub fn parse_graph(
                         .edge
                         .and_then(|i| edge_locs.get(i).copied())
                         .or_else(|| {
-                            s.node.as_ref().and_then(|n| {
-                                node_locs.iter().find(|(k, _)| k == n).map(|(_, l)| *l)
-                            })
+                            s.node
+                                .as_ref()
+                                .and_then(|n| node_locs.iter().find(|(k, _)| k == n).map(|(_, l)| *l))
                         })
                         .unwrap_or(entry_at.loc);
                     SpecError::at(file, loc, s.message)
@@ -215,9 +194,15 @@ fn read_channels(f: &mut Fields<'_>) -> Result<Vec<ChannelSpec>, SpecError> {
     let Some(state) = f.opt("state") else {
         return Ok(vec![]);
     };
-    let entries = state
-        .entries()
-        .ok_or_else(|| f.err(state, format!("`state`: expected a mapping of channel name to {{type, reducer, default}}, found {}", state.type_name())))?;
+    let entries = state.entries().ok_or_else(|| {
+        f.err(
+            state,
+            format!(
+                "`state`: expected a mapping of channel name to {{type, reducer, default}}, found {}",
+                state.type_name()
+            ),
+        )
+    })?;
     let mut out = Vec::new();
     for (key, decl) in entries {
         let mut spec = ChannelSpec::new(&key.name, Reducer::Replace);
@@ -233,7 +218,12 @@ fn read_channels(f: &mut Fields<'_>) -> Result<Vec<ChannelSpec>, SpecError> {
                 if let Some(r) = c.opt("reducer") {
                     let name = r.as_str().unwrap_or_default();
                     spec.reducer = Reducer::parse(name).ok_or_else(|| {
-                        c.err(r, format!("unknown reducer `{name}` (expected one of: replace, append, messages, merge, sum, max)"))
+                        c.err(
+                            r,
+                            format!(
+                                "unknown reducer `{name}` (expected one of: replace, append, messages, merge, sum, max)"
+                            ),
+                        )
                     })?;
                 }
                 spec.default = c.opt("default").map(Yaml::to_json);
@@ -343,9 +333,7 @@ fn read_edge(file: &str, item: &Yaml, channels: &BTreeSet<String>) -> Result<Rea
                     "`when`: expected a condition such as \"state.review.action == 'approve'\"",
                 )
             })?;
-            Some(Arc::new(
-                Expr::compile(src, channels).map_err(|m| f.err(w, m))?,
-            ))
+            Some(Arc::new(Expr::compile(src, channels).map_err(|m| f.err(w, m))?))
         }
     };
     f.finish()?;

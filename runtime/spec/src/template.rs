@@ -35,10 +35,7 @@ pub struct Scope<'a> {
 impl Scope<'_> {
     fn context(&self) -> minijinja::Value {
         let mut m = Map::new();
-        m.insert(
-            "state".into(),
-            self.state.cloned().unwrap_or(Value::Object(Map::new())),
-        );
+        m.insert("state".into(), self.state.cloned().unwrap_or(Value::Object(Map::new())));
         if let Some(i) = self.item {
             m.insert("item".into(), i.clone());
         }
@@ -109,9 +106,7 @@ impl Expr {
     }
 
     pub fn eval(&self, scope: &Scope) -> Result<Value, String> {
-        let expr = env()
-            .compile_expression(&self.source)
-            .map_err(|e| describe(&e))?;
+        let expr = env().compile_expression(&self.source).map_err(|e| describe(&e))?;
         let v = expr
             .eval(scope.context())
             .map_err(|e| format!("`{}`: {}", self.source, describe(&e)))?;
@@ -121,9 +116,7 @@ impl Expr {
 
 impl Condition for Expr {
     fn eval(&self, state: &Value) -> Result<bool, String> {
-        let expr = env()
-            .compile_expression(&self.source)
-            .map_err(|e| describe(&e))?;
+        let expr = env().compile_expression(&self.source).map_err(|e| describe(&e))?;
         let v = expr
             .eval(
                 Scope {
@@ -166,26 +159,24 @@ impl ValueTemplate {
     /// Compiles every template in `value`, checking references against `channels`.
     pub fn compile(value: &Value, channels: &BTreeSet<String>) -> Result<Self, String> {
         Ok(match value {
-            Value::String(s) if s.contains("{{") || s.contains("{%") => {
-                match single_expression(s) {
-                    Some(e) => {
-                        let expr = env()
-                            .compile_expression(e)
-                            .map_err(|err| format!("invalid template `{s}`: {}", describe(&err)))?;
-                        check_references(expr.undeclared_variables(true), channels, &[])
-                            .map_err(|m| format!("template `{s}` {m}"))?;
-                        ValueTemplate::Expr(e.to_string())
-                    }
-                    None => {
-                        let t = env()
-                            .template_from_str(s)
-                            .map_err(|err| format!("invalid template `{s}`: {}", describe(&err)))?;
-                        check_references(t.undeclared_variables(true), channels, &[])
-                            .map_err(|m| format!("template `{s}` {m}"))?;
-                        ValueTemplate::Text(s.clone())
-                    }
+            Value::String(s) if s.contains("{{") || s.contains("{%") => match single_expression(s) {
+                Some(e) => {
+                    let expr = env()
+                        .compile_expression(e)
+                        .map_err(|err| format!("invalid template `{s}`: {}", describe(&err)))?;
+                    check_references(expr.undeclared_variables(true), channels, &[])
+                        .map_err(|m| format!("template `{s}` {m}"))?;
+                    ValueTemplate::Expr(e.to_string())
                 }
-            }
+                None => {
+                    let t = env()
+                        .template_from_str(s)
+                        .map_err(|err| format!("invalid template `{s}`: {}", describe(&err)))?;
+                    check_references(t.undeclared_variables(true), channels, &[])
+                        .map_err(|m| format!("template `{s}` {m}"))?;
+                    ValueTemplate::Text(s.clone())
+                }
+            },
             Value::Array(items) => ValueTemplate::List(
                 items
                     .iter()
@@ -220,12 +211,9 @@ impl ValueTemplate {
                     .render_str(t, scope.context())
                     .map_err(|err| format!("`{t}`: {}", describe(&err)))?,
             ),
-            ValueTemplate::List(items) => Value::Array(
-                items
-                    .iter()
-                    .map(|i| i.render(scope))
-                    .collect::<Result<_, _>>()?,
-            ),
+            ValueTemplate::List(items) => {
+                Value::Array(items.iter().map(|i| i.render(scope)).collect::<Result<_, _>>()?)
+            }
             ValueTemplate::Object(m) => Value::Object(
                 m.iter()
                     .map(|(k, v)| Ok((k.clone(), v.render(scope)?)))
@@ -265,9 +253,7 @@ mod tests {
     #[test]
     fn missing_channels_and_unknown_names_are_caught_at_compile_time() {
         let ch = channels(&["review"]);
-        let e = Expr::compile("state.reviw.action == 'approve'", &ch)
-            .err()
-            .unwrap();
+        let e = Expr::compile("state.reviw.action == 'approve'", &ch).err().unwrap();
         assert!(e.contains("no channel `reviw`"), "{e}");
         assert!(Expr::compile("state.review.action == 'approve'", &ch).is_ok());
         let e = ValueTemplate::compile(&json!("{{ stat.review }}"), &ch).unwrap_err();

@@ -53,10 +53,7 @@ fn located(s: Spanned<RawKind>) -> Yaml {
         line: s.referenced.line(),
         column: s.referenced.column(),
     };
-    Yaml {
-        loc,
-        kind: s.value.0,
-    }
+    Yaml { loc, kind: s.value.0 }
 }
 
 struct KindVisitor;
@@ -83,9 +80,7 @@ impl<'de> Visitor<'de> for KindVisitor {
         Ok(Kind::Int(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Kind, E> {
-        Ok(i64::try_from(v)
-            .map(Kind::Int)
-            .unwrap_or(Kind::Float(v as f64)))
+        Ok(i64::try_from(v).map(Kind::Int).unwrap_or(Kind::Float(v as f64)))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Kind, E> {
         Ok(Kind::Float(v))
@@ -193,10 +188,7 @@ impl Yaml {
     }
 
     pub fn get(&self, key: &str) -> Option<&Yaml> {
-        self.entries()?
-            .iter()
-            .find(|(k, _)| k.name == key)
-            .map(|(_, v)| v)
+        self.entries()?.iter().find(|(k, _)| k.name == key).map(|(_, v)| v)
     }
 
     /// The plain JSON value of this subtree.
@@ -210,11 +202,7 @@ impl Yaml {
                 .unwrap_or(Value::Null),
             Kind::Str(s) => Value::String(s.clone()),
             Kind::Seq(items) => Value::Array(items.iter().map(Yaml::to_json).collect()),
-            Kind::Map(m) => Value::Object(
-                m.iter()
-                    .map(|(k, v)| (k.name.clone(), v.to_json()))
-                    .collect(),
-            ),
+            Kind::Map(m) => Value::Object(m.iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect()),
         }
     }
 }
@@ -267,51 +255,36 @@ impl<'a> Fields<'a> {
     pub fn opt_str(&mut self, key: &'a str) -> Result<Option<&'a str>, SpecError> {
         match self.opt(key) {
             None => Ok(None),
-            Some(v) => v.as_str().map(Some).ok_or_else(|| {
-                self.err(
-                    v,
-                    format!("`{key}`: expected a string, found {}", v.type_name()),
-                )
-            }),
+            Some(v) => v
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| self.err(v, format!("`{key}`: expected a string, found {}", v.type_name()))),
         }
     }
 
     pub fn req_str(&mut self, key: &'a str) -> Result<&'a str, SpecError> {
         let v = self.req(key)?;
-        v.as_str().ok_or_else(|| {
-            self.err(
-                v,
-                format!("`{key}`: expected a string, found {}", v.type_name()),
-            )
-        })
+        v.as_str()
+            .ok_or_else(|| self.err(v, format!("`{key}`: expected a string, found {}", v.type_name())))
     }
 
     pub fn opt_bool(&mut self, key: &'a str) -> Result<Option<bool>, SpecError> {
         match self.opt(key) {
             None => Ok(None),
             Some(Yaml {
-                kind: Kind::Bool(b),
-                ..
+                kind: Kind::Bool(b), ..
             }) => Ok(Some(*b)),
-            Some(v) => Err(self.err(
-                v,
-                format!("`{key}`: expected true or false, found {}", v.type_name()),
-            )),
+            Some(v) => Err(self.err(v, format!("`{key}`: expected true or false, found {}", v.type_name()))),
         }
     }
 
     pub fn opt_u64(&mut self, key: &'a str) -> Result<Option<u64>, SpecError> {
         match self.opt(key) {
             None => Ok(None),
-            Some(Yaml {
-                kind: Kind::Int(i), ..
-            }) if *i >= 0 => Ok(Some(*i as u64)),
+            Some(Yaml { kind: Kind::Int(i), .. }) if *i >= 0 => Ok(Some(*i as u64)),
             Some(v) => Err(self.err(
                 v,
-                format!(
-                    "`{key}`: expected a non-negative integer, found {}",
-                    v.type_name()
-                ),
+                format!("`{key}`: expected a non-negative integer, found {}", v.type_name()),
             )),
         }
     }
@@ -319,19 +292,13 @@ impl<'a> Fields<'a> {
     pub fn opt_f64(&mut self, key: &'a str) -> Result<Option<f64>, SpecError> {
         match self.opt(key) {
             None => Ok(None),
+            Some(Yaml { kind: Kind::Int(i), .. }) if *i >= 0 => Ok(Some(*i as f64)),
             Some(Yaml {
-                kind: Kind::Int(i), ..
-            }) if *i >= 0 => Ok(Some(*i as f64)),
-            Some(Yaml {
-                kind: Kind::Float(f),
-                ..
+                kind: Kind::Float(f), ..
             }) if *f >= 0.0 => Ok(Some(*f)),
             Some(v) => Err(self.err(
                 v,
-                format!(
-                    "`{key}`: expected a non-negative number, found {}",
-                    v.type_name()
-                ),
+                format!("`{key}`: expected a non-negative number, found {}", v.type_name()),
             )),
         }
     }
@@ -346,12 +313,9 @@ impl<'a> Fields<'a> {
             Kind::Seq(items) => items
                 .iter()
                 .map(|i| {
-                    i.as_str().map(str::to_string).ok_or_else(|| {
-                        self.err(
-                            i,
-                            format!("`{key}`: expected a string, found {}", i.type_name()),
-                        )
-                    })
+                    i.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| self.err(i, format!("`{key}`: expected a string, found {}", i.type_name())))
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
@@ -397,15 +361,10 @@ mod tests {
         let y = parse("f.yaml", "a: 1\nb:\n  - x\n  - {c: true}\n").unwrap();
         let b = y.get("b").unwrap();
         assert_eq!(b.loc.line, 3);
-        let Kind::Seq(items) = &b.kind else {
-            panic!("not a seq")
-        };
+        let Kind::Seq(items) = &b.kind else { panic!("not a seq") };
         assert_eq!((items[1].loc.line, items[1].loc.column), (4, 5));
         assert_eq!(y.entries().unwrap()[1].0.loc, Loc { line: 2, column: 1 });
-        assert_eq!(
-            y.to_json(),
-            serde_json::json!({"a": 1, "b": ["x", {"c": true}]})
-        );
+        assert_eq!(y.to_json(), serde_json::json!({"a": 1, "b": ["x", {"c": true}]}));
     }
 
     #[test]

@@ -20,12 +20,7 @@ fn errors(text: &str) -> Vec<String> {
 fn example_graphs_compile() {
     let catalog = Catalog::scan(&[graphs_dir()]);
     let names: Vec<&str> = catalog.names().collect();
-    for name in [
-        "review-publish",
-        "triage",
-        "research-digest",
-        "summarize-topic",
-    ] {
+    for name in ["review-publish", "triage", "research-digest", "summarize-topic"] {
         assert!(names.contains(&name), "{name} in {names:?}");
         let def = catalog
             .load(name, &Registry::builtin())
@@ -64,20 +59,13 @@ fn unknown_keys_kinds_and_nodes_are_located() {
     );
 
     let e = errors("name: x\nentry: a\nnodes:\n  a:\n    kind: sett\n");
-    assert!(
-        e[0].starts_with("bad.yaml:5:11: unknown node kind `sett`"),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with("bad.yaml:5:11: unknown node kind `sett`"), "{e:?}");
 
-    let e =
-        errors("name: x\nentry: a\nnodes:\n  a: {kind: set}\nedges:\n  - {from: a, to: ghost}\n");
+    let e = errors("name: x\nentry: a\nnodes:\n  a: {kind: set}\nedges:\n  - {from: a, to: ghost}\n");
     assert_eq!(e, vec!["bad.yaml:6:5: edge to unknown node `ghost`"]);
 
     let e = errors("name: x\nentry: a\nnodes:\n  a: {kind: set}\n  b: {kind: set}\n");
-    assert_eq!(
-        e,
-        vec!["bad.yaml:5:3: node `b` is unreachable from the entry"]
-    );
+    assert_eq!(e, vec!["bad.yaml:5:3: node `b` is unreachable from the entry"]);
 
     let e = errors(
         "name: x\nentry: a\nnodes:\n  a: {kind: set}\n  b: {kind: set}\nedges:\n  - {from: a, to: b}\n  - {from: b, to: a}\n",
@@ -87,12 +75,8 @@ fn unknown_keys_kinds_and_nodes_are_located() {
         "{e:?}"
     );
 
-    let e =
-        errors("name: x\nstate:\n  n: {reducer: average}\nentry: a\nnodes:\n  a: {kind: set}\n");
-    assert!(
-        e[0].starts_with("bad.yaml:3:16: unknown reducer `average`"),
-        "{e:?}"
-    );
+    let e = errors("name: x\nstate:\n  n: {reducer: average}\nentry: a\nnodes:\n  a: {kind: set}\n");
+    assert!(e[0].starts_with("bad.yaml:3:16: unknown reducer `average`"), "{e:?}");
 
     let e = errors("name: x\nentry: a\nnodes:\n  a:\n    kind: set\n    values: { nope: 1 }\n");
     assert!(
@@ -100,9 +84,7 @@ fn unknown_keys_kinds_and_nodes_are_located() {
         "{e:?}"
     );
 
-    let e = errors(
-        "name: x\nentry: a\nnodes:\n  a:\n    kind: map\n    over: state.items\n    node: {kind: set}\n",
-    );
+    let e = errors("name: x\nentry: a\nnodes:\n  a:\n    kind: map\n    over: state.items\n    node: {kind: set}\n");
     assert!(e[0].contains("no channel `items`"), "{e:?}");
 }
 
@@ -117,9 +99,7 @@ fn several_errors_are_all_reported_in_file_order() {
 #[test]
 fn diagrams_show_nodes_and_conditions() {
     let catalog = Catalog::scan(&[graphs_dir()]);
-    let def = catalog
-        .load("review-publish", &Registry::builtin())
-        .unwrap();
+    let def = catalog.load("review-publish", &Registry::builtin()).unwrap();
     let m = crewgraph_spec::diagram::mermaid(&def.graph);
     assert!(m.starts_with("flowchart TD"));
     assert!(

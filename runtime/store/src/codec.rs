@@ -58,10 +58,7 @@ pub fn encode(c: &Checkpoint) -> Result<(String, String, String), StorageError> 
 }
 
 /// Rebuilds checkpoints from their rows and the thread's blobs (sorted by channel, version).
-pub fn hydrate(
-    rows: Vec<CheckpointRow>,
-    blobs: Vec<BlobRow>,
-) -> Result<Vec<Checkpoint>, StorageError> {
+pub fn hydrate(rows: Vec<CheckpointRow>, blobs: Vec<BlobRow>) -> Result<Vec<Checkpoint>, StorageError> {
     let mut by_channel: BTreeMap<String, Vec<(i64, Blob)>> = BTreeMap::new();
     for b in blobs {
         let body: Value = serde_json::from_str(&b.body).map_err(json)?;
@@ -72,25 +69,18 @@ pub fn hydrate(
     }
     rows.into_iter()
         .map(|r| {
-            let versions: BTreeMap<String, i64> =
-                serde_json::from_str(&r.versions).map_err(json)?;
+            let versions: BTreeMap<String, i64> = serde_json::from_str(&r.versions).map_err(json)?;
             let next: Vec<TaskSpec> = serde_json::from_str(&r.next).map_err(json)?;
             let metadata: Map<String, Value> = serde_json::from_str(&r.metadata).map_err(json)?;
             let mut values = Map::new();
             for (channel, version) in &versions {
-                let list = by_channel
-                    .get(channel)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default();
+                let list = by_channel.get(channel).map(Vec::as_slice).unwrap_or_default();
                 let upto = list.partition_point(|(v, _)| v <= version);
                 let start = list[..upto]
                     .iter()
                     .rposition(|(_, b)| matches!(b, Blob::Full(_)))
                     .unwrap_or(0);
-                values.insert(
-                    channel.clone(),
-                    replay_blobs(list[start..upto].iter().map(|(_, b)| b)),
-                );
+                values.insert(channel.clone(), replay_blobs(list[start..upto].iter().map(|(_, b)| b)));
             }
             Ok(Checkpoint {
                 thread_id: r.thread_id,

@@ -27,14 +27,9 @@ pub struct Store {
 impl Store {
     /// Connects to `database_url`, applies migrations, and puts the Redis hot
     /// tier in front when `redis_url` is given.
-    pub async fn open(
-        database_url: &str,
-        redis_url: Option<&str>,
-        redis_prefix: &str,
-    ) -> Result<Self, StoreError> {
+    pub async fn open(database_url: &str, redis_url: Option<&str>, redis_prefix: &str) -> Result<Self, StoreError> {
         let (checkpointer, runs, backend): (Arc<dyn Checkpointer>, Arc<dyn RunStore>, _) =
-            if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")
-            {
+            if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
                 let pg = PgStore::connect(database_url, 32).await?;
                 pg.migrate().await?;
                 let pg = Arc::new(pg);
@@ -50,8 +45,7 @@ impl Store {
         let (checkpointer, redis) = match redis_url {
             Some(url) => {
                 let cache = RedisCache::connect(url, redis_prefix).await?;
-                let hot: Arc<dyn Checkpointer> =
-                    Arc::new(HotCheckpointer::new(checkpointer, cache.clone()));
+                let hot: Arc<dyn Checkpointer> = Arc::new(HotCheckpointer::new(checkpointer, cache.clone()));
                 (hot, Some(cache))
             }
             None => (checkpointer, None),

@@ -4,11 +4,11 @@
 //! blobs in a CTE), so a durable step costs one commit.
 
 use async_trait::async_trait;
-use crewgraph_engine::{
-    ChannelBlob, Checkpoint, Checkpointer, Retention, StorageError, TaskResult,
-};
+use crewgraph_engine::{ChannelBlob, Checkpoint, Checkpointer, Retention, StorageError, TaskResult};
 use sqlx::Row;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
 use crate::codec::{self, BlobRow, CheckpointRow};
@@ -17,52 +17,68 @@ use crate::error::{StoreError, db, json};
 #[derive(Clone)]
 pub struct PgStore {
     pub pool: PgPool,
+    /// Connections with `synchronous_commit = off`, for run status updates:
+    /// a run's status can always be rebuilt from its checkpoints (which are
+    /// committed synchronously, flushing every earlier commit with them), so
+    /// waiting for their fsync buys nothing.
+    pub status_pool: PgPool,
 }
 
 impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect(url)
+            .connect_with(options.clone())
             .await?;
-        Ok(Self { pool })
+        let status_pool = PgPoolOptions::new()
+            .max_connections(max_connections.div_ceil(4).max(2))
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_with(options.options([("synchronous_commit", "off")]))
+            .await?;
+        Ok(Self { pool, status_pool })
     }
 
+    /// A store on an existing pool (tests); every commit is synchronous.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            status_pool: pool.clone(),
+            pool,
+        }
+    }
+
+    fn status_pool(&self) -> &PgPool {
+        &self.status_pool
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("../../migrations/postgres")
-            .run(&self.pool)
-            .await?;
+        sqlx::migrate!("../../migrations/postgres").run(&self.pool).await?;
         Ok(())
     }
 
-    async fn rows(
-        &self,
-        thread_id: &str,
-        id: Option<Uuid>,
-        limit: i64,
-    ) -> Result<Vec<CheckpointRow>, StorageError> {
+    async fn rows(&self, thread_id: &str, id: Option<Uuid>, limit: i64) -> Result<Vec<CheckpointRow>, StorageError> {
         let rows = match id {
-            Some(id) => sqlx::query(
-                "SELECT thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
+            Some(id) => {
+                sqlx::query(
+                    "SELECT thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
                  FROM checkpoints WHERE thread_id = $1 AND checkpoint_id = $2",
-            )
-            .bind(thread_id)
-            .bind(id)
-            .fetch_all(&self.pool)
-            .await,
-            None => sqlx::query(
-                "SELECT thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
+                )
+                .bind(thread_id)
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(
+                    "SELECT thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
                  FROM checkpoints WHERE thread_id = $1 ORDER BY step DESC, checkpoint_id DESC LIMIT $2",
-            )
-            .bind(thread_id)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await,
+                )
+                .bind(thread_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
         }
         .map_err(db)?;
         rows.into_iter()
@@ -84,11 +100,7 @@ impl PgStore {
     }
 
     /// The blobs one checkpoint needs: per channel, from its last full value up to its version.
-    async fn blobs_for(
-        &self,
-        thread_id: &str,
-        versions: &str,
-    ) -> Result<Vec<BlobRow>, StorageError> {
+    async fn blobs_for(&self, thread_id: &str, versions: &str) -> Result<Vec<BlobRow>, StorageError> {
         let rows = sqlx::query(
             "SELECT b.channel, b.version, b.kind, b.body
              FROM checkpoint_blobs b
@@ -107,11 +119,7 @@ impl PgStore {
         blob_rows(rows)
     }
 
-    async fn all_blobs(
-        &self,
-        thread_id: &str,
-        max_version: i64,
-    ) -> Result<Vec<BlobRow>, StorageError> {
+    async fn all_blobs(&self, thread_id: &str, max_version: i64) -> Result<Vec<BlobRow>, StorageError> {
         let rows = sqlx::query(
             "SELECT channel, version, kind, body FROM checkpoint_blobs
              WHERE thread_id = $1 AND version <= $2 ORDER BY channel, version",
@@ -177,11 +185,7 @@ impl Checkpointer for PgStore {
         Ok(())
     }
 
-    async fn get(
-        &self,
-        thread_id: &str,
-        id: Option<Uuid>,
-    ) -> Result<Option<Checkpoint>, StorageError> {
+    async fn get(&self, thread_id: &str, id: Option<Uuid>) -> Result<Option<Checkpoint>, StorageError> {
         let Some(row) = self.rows(thread_id, id, 1).await?.into_iter().next() else {
             return Ok(None);
         };
@@ -190,18 +194,16 @@ impl Checkpointer for PgStore {
     }
 
     async fn latest_id(&self, thread_id: &str) -> Result<Option<Uuid>, StorageError> {
-        sqlx::query_scalar("SELECT checkpoint_id FROM checkpoints WHERE thread_id = $1 ORDER BY step DESC, checkpoint_id DESC LIMIT 1")
-            .bind(thread_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)
+        sqlx::query_scalar(
+            "SELECT checkpoint_id FROM checkpoints WHERE thread_id = $1 ORDER BY step DESC, checkpoint_id DESC LIMIT 1",
+        )
+        .bind(thread_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)
     }
 
-    async fn list(
-        &self,
-        thread_id: &str,
-        limit: Option<u32>,
-    ) -> Result<Vec<Checkpoint>, StorageError> {
+    async fn list(&self, thread_id: &str, limit: Option<u32>) -> Result<Vec<Checkpoint>, StorageError> {
         let rows = self
             .rows(thread_id, None, limit.map(i64::from).unwrap_or(i64::MAX))
             .await?;
@@ -210,12 +212,7 @@ impl Checkpointer for PgStore {
         codec::hydrate(rows, blobs)
     }
 
-    async fn put_writes(
-        &self,
-        thread_id: &str,
-        checkpoint_id: Uuid,
-        result: &TaskResult,
-    ) -> Result<(), StorageError> {
+    async fn put_writes(&self, thread_id: &str, checkpoint_id: Uuid, result: &TaskResult) -> Result<(), StorageError> {
         let body = serde_json::to_string(result).map_err(json)?;
         sqlx::query(
             "INSERT INTO checkpoint_writes (thread_id, checkpoint_id, task_id, result, created_at) VALUES ($1, $2, $3, $4, $5)
@@ -232,11 +229,7 @@ impl Checkpointer for PgStore {
         Ok(())
     }
 
-    async fn get_writes(
-        &self,
-        thread_id: &str,
-        checkpoint_id: Uuid,
-    ) -> Result<Vec<TaskResult>, StorageError> {
+    async fn get_writes(&self, thread_id: &str, checkpoint_id: Uuid) -> Result<Vec<TaskResult>, StorageError> {
         let bodies: Vec<String> = sqlx::query_scalar(
             "SELECT result FROM checkpoint_writes WHERE thread_id = $1 AND checkpoint_id = $2 ORDER BY created_at, task_id",
         )
@@ -245,39 +238,26 @@ impl Checkpointer for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        bodies
-            .iter()
-            .map(|b| serde_json::from_str(b).map_err(json))
-            .collect()
+        bodies.iter().map(|b| serde_json::from_str(b).map_err(json)).collect()
     }
 
-    async fn copy_thread(
-        &self,
-        from: &str,
-        to: &str,
-        up_to: Option<Uuid>,
-    ) -> Result<(), StorageError> {
+    async fn copy_thread(&self, from: &str, to: &str, up_to: Option<Uuid>) -> Result<(), StorageError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let max_step: Option<i64> = match up_to {
-            Some(id) => sqlx::query_scalar(
-                "SELECT step FROM checkpoints WHERE thread_id = $1 AND checkpoint_id = $2",
-            )
-            .bind(from)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?,
+            Some(id) => sqlx::query_scalar("SELECT step FROM checkpoints WHERE thread_id = $1 AND checkpoint_id = $2")
+                .bind(from)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?,
             None => sqlx::query_scalar("SELECT max(step) FROM checkpoints WHERE thread_id = $1")
                 .bind(from)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db)?,
         };
-        let max_step = max_step.ok_or_else(|| {
-            StorageError::new(format!(
-                "nothing to copy: no such checkpoint in thread `{from}`"
-            ))
-        })?;
+        let max_step = max_step
+            .ok_or_else(|| StorageError::new(format!("nothing to copy: no such checkpoint in thread `{from}`")))?;
         sqlx::query(
             "INSERT INTO checkpoints (thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at)
              SELECT $2, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at

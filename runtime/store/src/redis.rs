@@ -15,9 +15,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use crewgraph_engine::{
-    ChannelBlob, Checkpoint, Checkpointer, Retention, StorageError, TaskResult,
-};
+use crewgraph_engine::{ChannelBlob, Checkpoint, Checkpointer, Retention, StorageError, TaskResult};
 use fred::prelude::*;
 use uuid::Uuid;
 
@@ -54,9 +52,7 @@ impl RedisCache {
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "redis is unreachable; continuing with the database alone")
             }
-            Err(_) => tracing::warn!(
-                "redis did not answer within 2 s; continuing with the database alone"
-            ),
+            Err(_) => tracing::warn!("redis did not answer within 2 s; continuing with the database alone"),
         }
         Ok(Self {
             client,
@@ -77,10 +73,7 @@ impl RedisCache {
     /// Deletes every key under this prefix (tests, and `crewgraph` operators).
     pub async fn clear(&self) -> Result<u64, StoreError> {
         let pattern = format!("{}:*", self.prefix);
-        let keys: Vec<String> = self
-            .client
-            .custom(fred::cmd!("KEYS"), vec![pattern])
-            .await?;
+        let keys: Vec<String> = self.client.custom(fred::cmd!("KEYS"), vec![pattern]).await?;
         if keys.is_empty() {
             return Ok(0);
         }
@@ -161,11 +154,7 @@ impl HotCheckpointer {
 
     async fn cache_del(&self, thread_id: &str) {
         if self.available()
-            && let Err(e) = self
-                .cache
-                .client
-                .del::<i64, _>(self.cache.key(thread_id))
-                .await
+            && let Err(e) = self.cache.client.del::<i64, _>(self.cache.key(thread_id)).await
         {
             self.failed("delete", &e);
         }
@@ -174,22 +163,14 @@ impl HotCheckpointer {
 
 #[async_trait]
 impl Checkpointer for HotCheckpointer {
-    async fn put(
-        &self,
-        checkpoint: &Checkpoint,
-        blobs: &[ChannelBlob],
-    ) -> Result<(), StorageError> {
+    async fn put(&self, checkpoint: &Checkpoint, blobs: &[ChannelBlob]) -> Result<(), StorageError> {
         // Durable first: Redis only ever holds what the database already has.
         self.inner.put(checkpoint, blobs).await?;
         self.cache_put(checkpoint).await;
         Ok(())
     }
 
-    async fn get(
-        &self,
-        thread_id: &str,
-        id: Option<Uuid>,
-    ) -> Result<Option<Checkpoint>, StorageError> {
+    async fn get(&self, thread_id: &str, id: Option<Uuid>) -> Result<Option<Checkpoint>, StorageError> {
         let wanted = match id {
             Some(id) => id,
             None => match self.inner.latest_id(thread_id).await? {
@@ -213,39 +194,19 @@ impl Checkpointer for HotCheckpointer {
         self.inner.latest_id(thread_id).await
     }
 
-    async fn list(
-        &self,
-        thread_id: &str,
-        limit: Option<u32>,
-    ) -> Result<Vec<Checkpoint>, StorageError> {
+    async fn list(&self, thread_id: &str, limit: Option<u32>) -> Result<Vec<Checkpoint>, StorageError> {
         self.inner.list(thread_id, limit).await
     }
 
-    async fn put_writes(
-        &self,
-        thread_id: &str,
-        checkpoint_id: Uuid,
-        result: &TaskResult,
-    ) -> Result<(), StorageError> {
-        self.inner
-            .put_writes(thread_id, checkpoint_id, result)
-            .await
+    async fn put_writes(&self, thread_id: &str, checkpoint_id: Uuid, result: &TaskResult) -> Result<(), StorageError> {
+        self.inner.put_writes(thread_id, checkpoint_id, result).await
     }
 
-    async fn get_writes(
-        &self,
-        thread_id: &str,
-        checkpoint_id: Uuid,
-    ) -> Result<Vec<TaskResult>, StorageError> {
+    async fn get_writes(&self, thread_id: &str, checkpoint_id: Uuid) -> Result<Vec<TaskResult>, StorageError> {
         self.inner.get_writes(thread_id, checkpoint_id).await
     }
 
-    async fn copy_thread(
-        &self,
-        from: &str,
-        to: &str,
-        up_to: Option<Uuid>,
-    ) -> Result<(), StorageError> {
+    async fn copy_thread(&self, from: &str, to: &str, up_to: Option<Uuid>) -> Result<(), StorageError> {
         self.inner.copy_thread(from, to, up_to).await
     }
 

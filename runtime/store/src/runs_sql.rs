@@ -109,7 +109,7 @@ macro_rules! impl_run_store {
                     .bind(Json(&run.usage))
                     .bind(run.updated_at)
                     .bind(&run.id)
-                    .execute(&self.pool)
+                    .execute(self.status_pool())
                     .await
                     .map_err(db)?;
                     Ok(())

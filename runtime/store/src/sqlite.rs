@@ -4,14 +4,10 @@
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use crewgraph_engine::{
-    ChannelBlob, Checkpoint, Checkpointer, Retention, StorageError, TaskResult,
-};
+use crewgraph_engine::{ChannelBlob, Checkpoint, Checkpointer, Retention, StorageError, TaskResult};
 use serde_json::json;
 use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use uuid::Uuid;
 
 use crate::codec::{self, BlobRow, CheckpointRow};
@@ -22,6 +18,13 @@ pub struct SqliteStore {
     pub pool: SqlitePool,
 }
 
+impl SqliteStore {
+    /// SQLite has one writer; status updates share the pool.
+    fn status_pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
 fn uuid_of(s: &str) -> Result<Uuid, StorageError> {
     Uuid::parse_str(s).map_err(|e| StorageError::wrap("stored checkpoint id", e))
 }
@@ -29,15 +32,12 @@ fn uuid_of(s: &str) -> Result<Uuid, StorageError> {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` (`sqlite://path` or `sqlite::memory:`).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        if let Some(path) = url
-            .strip_prefix("sqlite://")
-            .map(|p| p.split('?').next().unwrap_or(p))
+        if let Some(path) = url.strip_prefix("sqlite://").map(|p| p.split('?').next().unwrap_or(p))
             && let Some(dir) = std::path::Path::new(path).parent()
             && !dir.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Invalid(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
         }
         let opts = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -54,35 +54,32 @@ impl SqliteStore {
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("../../migrations/sqlite")
-            .run(&self.pool)
-            .await?;
+        sqlx::migrate!("../../migrations/sqlite").run(&self.pool).await?;
         Ok(())
     }
 
-    async fn rows(
-        &self,
-        thread_id: &str,
-        id: Option<Uuid>,
-        limit: i64,
-    ) -> Result<Vec<CheckpointRow>, StorageError> {
+    async fn rows(&self, thread_id: &str, id: Option<Uuid>, limit: i64) -> Result<Vec<CheckpointRow>, StorageError> {
         let rows = match id {
-            Some(id) => sqlx::query(
-                "SELECT thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
+            Some(id) => {
+                sqlx::query(
+                    "SELECT thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
                  FROM checkpoints WHERE thread_id = $1 AND checkpoint_id = $2",
-            )
-            .bind(thread_id)
-            .bind(id.to_string())
-            .fetch_all(&self.pool)
-            .await,
-            None => sqlx::query(
-                "SELECT thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
+                )
+                .bind(thread_id)
+                .bind(id.to_string())
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(
+                    "SELECT thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
                  FROM checkpoints WHERE thread_id = $1 ORDER BY step DESC, checkpoint_id DESC LIMIT $2",
-            )
-            .bind(thread_id)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await,
+                )
+                .bind(thread_id)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+            }
         }
         .map_err(db)?;
         rows.into_iter()
@@ -104,11 +101,7 @@ impl SqliteStore {
             .collect()
     }
 
-    async fn blobs_for(
-        &self,
-        thread_id: &str,
-        versions: &str,
-    ) -> Result<Vec<BlobRow>, StorageError> {
+    async fn blobs_for(&self, thread_id: &str, versions: &str) -> Result<Vec<BlobRow>, StorageError> {
         let rows = sqlx::query(
             "SELECT b.channel, b.version, b.kind, b.body
              FROM checkpoint_blobs b JOIN json_each($1) v ON b.channel = v.key
@@ -146,7 +139,10 @@ impl Checkpointer for SqliteStore {
     async fn put(&self, c: &Checkpoint, blobs: &[ChannelBlob]) -> Result<(), StorageError> {
         let (versions, next, metadata) = codec::encode(c)?;
         let blob_json = serde_json::Value::Array(
-            blobs.iter().map(|b| json!({"c": b.channel, "v": b.version, "k": b.blob.kind(), "b": b.blob.to_body().to_string()})).collect(),
+            blobs
+                .iter()
+                .map(|b| json!({"c": b.channel, "v": b.version, "k": b.blob.kind(), "b": b.blob.to_body().to_string()}))
+                .collect(),
         )
         .to_string();
         let mut tx = self.pool.begin().await.map_err(db)?;
@@ -177,23 +173,17 @@ impl Checkpointer for SqliteStore {
         .await
         .map_err(db)?;
         if let (Some(parent), crewgraph_engine::CheckpointSource::Loop) = (c.parent_id, c.source) {
-            sqlx::query(
-                "DELETE FROM checkpoint_writes WHERE thread_id = $1 AND checkpoint_id = $2",
-            )
-            .bind(&c.thread_id)
-            .bind(parent.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+            sqlx::query("DELETE FROM checkpoint_writes WHERE thread_id = $1 AND checkpoint_id = $2")
+                .bind(&c.thread_id)
+                .bind(parent.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
         }
         tx.commit().await.map_err(db)
     }
 
-    async fn get(
-        &self,
-        thread_id: &str,
-        id: Option<Uuid>,
-    ) -> Result<Option<Checkpoint>, StorageError> {
+    async fn get(&self, thread_id: &str, id: Option<Uuid>) -> Result<Option<Checkpoint>, StorageError> {
         let Some(row) = self.rows(thread_id, id, 1).await?.into_iter().next() else {
             return Ok(None);
         };
@@ -202,20 +192,17 @@ impl Checkpointer for SqliteStore {
     }
 
     async fn latest_id(&self, thread_id: &str) -> Result<Option<Uuid>, StorageError> {
-        let id: Option<String> =
-            sqlx::query_scalar("SELECT checkpoint_id FROM checkpoints WHERE thread_id = $1 ORDER BY step DESC, checkpoint_id DESC LIMIT 1")
-                .bind(thread_id)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT checkpoint_id FROM checkpoints WHERE thread_id = $1 ORDER BY step DESC, checkpoint_id DESC LIMIT 1",
+        )
+        .bind(thread_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
         id.as_deref().map(uuid_of).transpose()
     }
 
-    async fn list(
-        &self,
-        thread_id: &str,
-        limit: Option<u32>,
-    ) -> Result<Vec<Checkpoint>, StorageError> {
+    async fn list(&self, thread_id: &str, limit: Option<u32>) -> Result<Vec<Checkpoint>, StorageError> {
         let rows = self
             .rows(thread_id, None, limit.map(i64::from).unwrap_or(i64::MAX))
             .await?;
@@ -229,12 +216,7 @@ impl Checkpointer for SqliteStore {
         codec::hydrate(rows, blob_rows(blobs)?)
     }
 
-    async fn put_writes(
-        &self,
-        thread_id: &str,
-        checkpoint_id: Uuid,
-        result: &TaskResult,
-    ) -> Result<(), StorageError> {
+    async fn put_writes(&self, thread_id: &str, checkpoint_id: Uuid, result: &TaskResult) -> Result<(), StorageError> {
         let body = serde_json::to_string(result).map_err(json)?;
         sqlx::query(
             "INSERT INTO checkpoint_writes (thread_id, checkpoint_id, task_id, result, created_at) VALUES ($1, $2, $3, $4, $5)
@@ -251,11 +233,7 @@ impl Checkpointer for SqliteStore {
         Ok(())
     }
 
-    async fn get_writes(
-        &self,
-        thread_id: &str,
-        checkpoint_id: Uuid,
-    ) -> Result<Vec<TaskResult>, StorageError> {
+    async fn get_writes(&self, thread_id: &str, checkpoint_id: Uuid) -> Result<Vec<TaskResult>, StorageError> {
         let bodies: Vec<String> = sqlx::query_scalar(
             "SELECT result FROM checkpoint_writes WHERE thread_id = $1 AND checkpoint_id = $2 ORDER BY created_at, task_id",
         )
@@ -264,39 +242,26 @@ impl Checkpointer for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        bodies
-            .iter()
-            .map(|b| serde_json::from_str(b).map_err(json))
-            .collect()
+        bodies.iter().map(|b| serde_json::from_str(b).map_err(json)).collect()
     }
 
-    async fn copy_thread(
-        &self,
-        from: &str,
-        to: &str,
-        up_to: Option<Uuid>,
-    ) -> Result<(), StorageError> {
+    async fn copy_thread(&self, from: &str, to: &str, up_to: Option<Uuid>) -> Result<(), StorageError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         let max_step: Option<i64> = match up_to {
-            Some(id) => sqlx::query_scalar(
-                "SELECT step FROM checkpoints WHERE thread_id = $1 AND checkpoint_id = $2",
-            )
-            .bind(from)
-            .bind(id.to_string())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?,
+            Some(id) => sqlx::query_scalar("SELECT step FROM checkpoints WHERE thread_id = $1 AND checkpoint_id = $2")
+                .bind(from)
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?,
             None => sqlx::query_scalar("SELECT max(step) FROM checkpoints WHERE thread_id = $1")
                 .bind(from)
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(db)?,
         };
-        let max_step = max_step.ok_or_else(|| {
-            StorageError::new(format!(
-                "nothing to copy: no such checkpoint in thread `{from}`"
-            ))
-        })?;
+        let max_step = max_step
+            .ok_or_else(|| StorageError::new(format!("nothing to copy: no such checkpoint in thread `{from}`")))?;
         sqlx::query(
             "INSERT INTO checkpoints (thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at)
              SELECT $1, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at

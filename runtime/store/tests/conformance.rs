@@ -26,7 +26,9 @@ fn chat_graph(n: usize) -> Arc<Graph> {
             &name,
             Arc::new(FnNode(move |ctx: NodeContext| async move {
                 let topic = ctx.state["topic"].as_str().unwrap_or("").to_string();
-                Ok(writes(json!({"messages": {"id": format!("m{i}"), "text": format!("{topic} {i}")}, "count": 1})))
+                Ok(writes(
+                    json!({"messages": {"id": format!("m{i}"), "text": format!("{topic} {i}")}, "count": 1}),
+                ))
             })),
         ));
         if i > 0 {
@@ -41,12 +43,7 @@ async fn suite<S: Checkpointer + RunStore + 'static>(store: Arc<S>) {
     let g = chat_graph(6);
     let input: Map<String, Value> = json!({"topic": "cats"}).as_object().cloned().unwrap();
     let run = rt
-        .create_run(
-            &g,
-            input,
-            Some("thread-a".into()),
-            Some("graphs/chat.yaml".into()),
-        )
+        .create_run(&g, input, Some("thread-a".into()), Some("graphs/chat.yaml".into()))
         .await
         .unwrap();
     let done = rt.execute(g.clone(), &run.id, None).await.unwrap();
@@ -58,21 +55,8 @@ async fn suite<S: Checkpointer + RunStore + 'static>(store: Arc<S>) {
     assert_eq!(stored.status, RunStatus::Succeeded);
     assert_eq!(stored.output, done.output);
     assert_eq!(stored.definition.as_deref(), Some("graphs/chat.yaml"));
-    assert_eq!(
-        store
-            .list_runs(Some(RunStatus::Succeeded), 10)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-    assert!(
-        store
-            .list_runs(Some(RunStatus::Failed), 10)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(store.list_runs(Some(RunStatus::Succeeded), 10).await.unwrap().len(), 1);
+    assert!(store.list_runs(Some(RunStatus::Failed), 10).await.unwrap().is_empty());
 
     // History: every checkpoint, newest first, each with the state of its step.
     let history = store.list("thread-a", None).await.unwrap();
@@ -81,10 +65,7 @@ async fn suite<S: Checkpointer + RunStore + 'static>(store: Arc<S>) {
         let step = 6 - i as i64;
         assert_eq!(c.step, step);
         assert_eq!(c.values["count"], json!(step));
-        assert_eq!(
-            c.values["messages"].as_array().unwrap().len(),
-            step as usize
-        );
+        assert_eq!(c.values["messages"].as_array().unwrap().len(), step as usize);
         assert_eq!(
             c.values["topic"],
             json!("cats"),
@@ -92,16 +73,9 @@ async fn suite<S: Checkpointer + RunStore + 'static>(store: Arc<S>) {
         );
     }
     assert_eq!(history[0].parent_id, Some(history[1].id));
-    let middle = store
-        .get("thread-a", Some(history[3].id))
-        .await
-        .unwrap()
-        .unwrap();
+    let middle = store.get("thread-a", Some(history[3].id)).await.unwrap().unwrap();
     assert_eq!(middle.values, history[3].values);
-    assert_eq!(
-        store.latest_id("thread-a").await.unwrap(),
-        Some(history[0].id)
-    );
+    assert_eq!(store.latest_id("thread-a").await.unwrap(), Some(history[0].id));
     assert!(store.get("nope", None).await.unwrap().is_none());
 
     // Fork from the middle with a patch: the new thread diverges, the old is untouched.
@@ -118,10 +92,7 @@ async fn suite<S: Checkpointer + RunStore + 'static>(store: Arc<S>) {
         .iter()
         .map(|m| m["text"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        texts,
-        ["cats 0", "cats 1", "cats 2", "dogs 3", "dogs 4", "dogs 5"]
-    );
+    assert_eq!(texts, ["cats 0", "cats 1", "cats 2", "dogs 3", "dogs 4", "dogs 5"]);
     let orig = store.get("thread-a", None).await.unwrap().unwrap();
     assert_eq!(orig.values["messages"][5]["text"], json!("cats 5"));
 
@@ -136,16 +107,10 @@ async fn suite<S: Checkpointer + RunStore + 'static>(store: Arc<S>) {
     };
     store.put_writes("thread-a", orig.id, &r).await.unwrap();
     store.put_writes("thread-a", orig.id, &r).await.unwrap();
-    assert_eq!(
-        store.get_writes("thread-a", orig.id).await.unwrap(),
-        vec![r]
-    );
+    assert_eq!(store.get_writes("thread-a", orig.id).await.unwrap(), vec![r]);
 
     // Copy, prune, delete.
-    store
-        .copy_thread("thread-a", "thread-b", None)
-        .await
-        .unwrap();
+    store.copy_thread("thread-a", "thread-b", None).await.unwrap();
     assert_eq!(store.list("thread-b", None).await.unwrap().len(), 7);
     let pruned = store
         .prune(&Retention {
@@ -250,11 +215,7 @@ impl Checkpointer for Hot {
     async fn put(&self, c: &Checkpoint, b: &[ChannelBlob]) -> Result<(), StorageError> {
         self.cp.put(c, b).await
     }
-    async fn get(
-        &self,
-        t: &str,
-        id: Option<uuid::Uuid>,
-    ) -> Result<Option<Checkpoint>, StorageError> {
+    async fn get(&self, t: &str, id: Option<uuid::Uuid>) -> Result<Option<Checkpoint>, StorageError> {
         self.cp.get(t, id).await
     }
     async fn latest_id(&self, t: &str) -> Result<Option<uuid::Uuid>, StorageError> {
@@ -269,12 +230,7 @@ impl Checkpointer for Hot {
     async fn get_writes(&self, t: &str, c: uuid::Uuid) -> Result<Vec<TaskResult>, StorageError> {
         self.cp.get_writes(t, c).await
     }
-    async fn copy_thread(
-        &self,
-        f: &str,
-        t: &str,
-        u: Option<uuid::Uuid>,
-    ) -> Result<(), StorageError> {
+    async fn copy_thread(&self, f: &str, t: &str, u: Option<uuid::Uuid>) -> Result<(), StorageError> {
         self.cp.copy_thread(f, t, u).await
     }
     async fn delete_thread(&self, t: &str) -> Result<(), StorageError> {
@@ -305,11 +261,7 @@ impl RunStore for Hot {
     async fn get_approval(&self, id: &str) -> Result<Option<Approval>, StorageError> {
         self.pg.get_approval(id).await
     }
-    async fn list_approvals(
-        &self,
-        s: Option<ApprovalStatus>,
-        r: Option<&str>,
-    ) -> Result<Vec<Approval>, StorageError> {
+    async fn list_approvals(&self, s: Option<ApprovalStatus>, r: Option<&str>) -> Result<Vec<Approval>, StorageError> {
         self.pg.list_approvals(s, r).await
     }
     async fn decide_approval(&self, id: &str, d: &Decision, at: i64) -> Result<bool, StorageError> {
@@ -327,9 +279,7 @@ fn prefix(test: &str) -> String {
 
 #[sqlx::test(migrations = "../../migrations/postgres")]
 async fn redis_in_front_of_postgres_passes_the_suite(pool: PgPool) {
-    let cache = RedisCache::connect(&redis_url(), &prefix("suite"))
-        .await
-        .unwrap();
+    let cache = RedisCache::connect(&redis_url(), &prefix("suite")).await.unwrap();
     let pg = PgStore::from_pool(pool);
     suite(Arc::new(Hot {
         cp: HotCheckpointer::new(Arc::new(pg.clone()), cache.clone()),
@@ -341,17 +291,12 @@ async fn redis_in_front_of_postgres_passes_the_suite(pool: PgPool) {
 
 #[sqlx::test(migrations = "../../migrations/postgres")]
 async fn a_stale_or_flushed_cache_never_changes_what_is_read(pool: PgPool) {
-    let cache = RedisCache::connect(&redis_url(), &prefix("stale"))
-        .await
-        .unwrap();
+    let cache = RedisCache::connect(&redis_url(), &prefix("stale")).await.unwrap();
     let pg = Arc::new(PgStore::from_pool(pool));
     let hot = Arc::new(HotCheckpointer::new(pg.clone(), cache.clone()));
     let rt = Runtime::new(hot.clone(), pg.clone(), Arc::new(NullSink));
     let g = chat_graph(3);
-    let run = rt
-        .create_run(&g, Map::new(), Some("t".into()), None)
-        .await
-        .unwrap();
+    let run = rt.create_run(&g, Map::new(), Some("t".into()), None).await.unwrap();
     rt.execute(g.clone(), &run.id, None).await.unwrap();
     let latest = hot.get("t", None).await.unwrap().unwrap();
     assert_eq!(latest.step, 3);
@@ -382,10 +327,7 @@ async fn a_stale_or_flushed_cache_never_changes_what_is_read(pool: PgPool) {
 
     assert!(cache.clear().await.unwrap() >= 1);
     let read = hot.get("t", None).await.unwrap().unwrap();
-    assert_eq!(
-        read.id, newer.id,
-        "a flushed cache falls back to the database"
-    );
+    assert_eq!(read.id, newer.id, "a flushed cache falls back to the database");
 }
 
 #[sqlx::test(migrations = "../../migrations/postgres")]
@@ -409,13 +351,7 @@ async fn postgres_blobs_per_step_stay_flat_as_messages_grow(pool: PgPool) {
     .fetch_all(&pool)
     .await
     .unwrap();
-    let at = |v: i64| {
-        bytes
-            .iter()
-            .find(|(s, _)| *s == v)
-            .map(|(_, b)| *b)
-            .unwrap()
-    };
+    let at = |v: i64| bytes.iter().find(|(s, _)| *s == v).map(|(_, b)| *b).unwrap();
     assert!(
         at(10) > 0 && at(59) - at(10) <= 2,
         "step 10: {} bytes, step 59: {} bytes",

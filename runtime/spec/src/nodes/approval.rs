@@ -33,10 +33,7 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
         let at = f.node.get("actions").unwrap_or(f.node);
         return Err(f.err(
             at,
-            format!(
-                "unknown action `{bad}` (expected some of: {})",
-                ACTIONS.join(", ")
-            ),
+            format!("unknown action `{bad}` (expected some of: {})", ACTIONS.join(", ")),
         ));
     }
     let into_at = f.req("into")?;
@@ -85,14 +82,7 @@ impl Node for ApprovalNode {
                     m.entry("comment").or_insert(Value::Null);
                 }
                 let mut writes = Map::new();
-                writes.insert(
-                    self.into.clone(),
-                    if d.is_object() {
-                        d
-                    } else {
-                        json!({"action": d})
-                    },
-                );
+                writes.insert(self.into.clone(), if d.is_object() { d } else { json!({"action": d}) });
                 Ok(NodeOutput::writes(writes))
             }
         }

@@ -33,10 +33,7 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
     let mut body_fields = Fields::new(f.file, body_at, "the `map` body")?;
     let kind = body_fields.req("kind")?;
     if kind.as_str() == Some("map") {
-        return Err(body_fields.err(
-            kind,
-            "a `map` body cannot itself be a `map`; use a subgraph",
-        ));
+        return Err(body_fields.err(kind, "a `map` body cannot itself be a `map`; use a subgraph"));
     }
     let built = ctx.registry.build(kind, &mut body_fields, ctx)?;
     body_fields.finish()?;

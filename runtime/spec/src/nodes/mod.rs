@@ -39,10 +39,7 @@ pub struct BuiltNode {
 
 impl BuiltNode {
     pub fn new(node: Arc<dyn Node>) -> Self {
-        Self {
-            node,
-            may_goto: vec![],
-        }
+        Self { node, may_goto: vec![] }
     }
 }
 
@@ -59,9 +56,7 @@ impl Default for Registry {
 impl Registry {
     /// The kinds that need no model: `set`, `approval`, `map`, `subgraph`, `tool`.
     pub fn builtin() -> Self {
-        let mut r = Registry {
-            kinds: BTreeMap::new(),
-        };
+        let mut r = Registry { kinds: BTreeMap::new() };
         r.register("set", set::build);
         r.register("approval", approval::build);
         r.register("map", map::build);
@@ -79,18 +74,10 @@ impl Registry {
     }
 
     /// Builds a node of kind `kind` from `fields`; the caller has read the common keys.
-    pub fn build(
-        &self,
-        kind: &Yaml,
-        fields: &mut Fields<'_>,
-        ctx: &BuildCtx<'_>,
-    ) -> Result<BuiltNode, SpecError> {
-        let name = kind.as_str().ok_or_else(|| {
-            fields.err(
-                kind,
-                format!("`kind`: expected a string, found {}", kind.type_name()),
-            )
-        })?;
+    pub fn build(&self, kind: &Yaml, fields: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecError> {
+        let name = kind
+            .as_str()
+            .ok_or_else(|| fields.err(kind, format!("`kind`: expected a string, found {}", kind.type_name())))?;
         let build = self.kinds.get(name).ok_or_else(|| {
             fields.err(
                 kind,

@@ -47,12 +47,7 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
             match &g.kind {
                 Kind::Str(s) if !s.contains("{{") => may_goto.push(s.clone()),
                 _ => {
-                    for v in g
-                        .to_json()
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_else(|| vec![g.to_json()])
-                    {
+                    for v in g.to_json().as_array().cloned().unwrap_or_else(|| vec![g.to_json()]) {
                         let text = v.as_str().unwrap_or_default();
                         may_goto.extend(text.split('\'').skip(1).step_by(2).map(str::to_string));
                     }

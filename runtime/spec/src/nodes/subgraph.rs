@@ -6,9 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use crewgraph_engine::{
-    Decision, Executor, Graph, Node, NodeContext, NodeError, NodeOutput, Outcome,
-};
+use crewgraph_engine::{Decision, Executor, Graph, Node, NodeContext, NodeError, NodeOutput, Outcome};
 use serde_json::{Map, Value};
 
 use super::{BuildCtx, BuiltNode, template};
@@ -32,23 +30,16 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
     if ctx.depth >= MAX_DEPTH {
         return Err(f.err(
             at,
-            format!(
-                "subgraphs nest deeper than {MAX_DEPTH} levels (does `{name}` include itself?)"
-            ),
+            format!("subgraphs nest deeper than {MAX_DEPTH} levels (does `{name}` include itself?)"),
         ));
     }
-    let catalog = ctx.catalog.ok_or_else(|| {
-        f.err(
-            at,
-            "subgraphs need a catalog of definitions to look `graph` up in",
-        )
+    let catalog = ctx
+        .catalog
+        .ok_or_else(|| f.err(at, "subgraphs need a catalog of definitions to look `graph` up in"))?;
+    let graph = catalog.compile_nested(name, ctx.registry, ctx.depth + 1).map_err(|e| {
+        let detail = e.0.first().map(|e| e.to_string()).unwrap_or_default();
+        f.err(at, format!("subgraph `{name}`: {detail}"))
     })?;
-    let graph = catalog
-        .compile_nested(name, ctx.registry, ctx.depth + 1)
-        .map_err(|e| {
-            let detail = e.0.first().map(|e| e.to_string()).unwrap_or_default();
-            f.err(at, format!("subgraph `{name}`: {detail}"))
-        })?;
     let input = match f.opt("input") {
         Some(i) => Some(template(f, i, ctx.channels)?),
         None => None,
@@ -97,9 +88,7 @@ impl Node for SubgraphNode {
 
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput, NodeError> {
         let thread = format!("{}/{}", ctx.thread_id, ctx.task_id);
-        let storage = |e: crewgraph_engine::StorageError| {
-            NodeError::transient(format!("subgraph storage: {e}"))
-        };
+        let storage = |e: crewgraph_engine::StorageError| NodeError::transient(format!("subgraph storage: {e}"));
         let latest = ctx.checkpointer.get(&thread, None).await.map_err(storage)?;
         let mut exec = Executor::new(
             self.graph.clone(),
@@ -136,12 +125,7 @@ impl Node for SubgraphNode {
                     .as_ref()
                     .and_then(|r| serde_json::from_value::<Decision>(r.clone()).ok())
                 {
-                    for w in ctx
-                        .checkpointer
-                        .get_writes(&thread, c.id)
-                        .await
-                        .map_err(storage)?
-                    {
+                    for w in ctx.checkpointer.get_writes(&thread, c.id).await.map_err(storage)? {
                         if let Some(i) = w.interrupt {
                             resume.insert(i.id, d.clone());
                         }
@@ -184,7 +168,10 @@ impl Node for SubgraphNode {
             Ok(Outcome::Waiting { interrupts, .. }) => {
                 let first = interrupts.into_iter().next();
                 Ok(NodeOutput::Interrupt {
-                    payload: first.as_ref().map(|i| serde_json::json!({"subgraph": self.graph.name, "node": i.node, "payload": i.payload})).unwrap_or(Value::Null),
+                    payload: first
+                        .as_ref()
+                        .map(|i| serde_json::json!({"subgraph": self.graph.name, "node": i.node, "payload": i.payload}))
+                        .unwrap_or(Value::Null),
                     actions: first.map(|i| i.actions).unwrap_or_default(),
                     expires_in_s: None,
                 })

@@ -38,10 +38,7 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
     let tool = builtin_tool(name).ok_or_else(|| {
         f.err(
             name_at,
-            format!(
-                "unknown tool `{name}` (built-in tools: {})",
-                BUILTINS.join(", ")
-            ),
+            format!("unknown tool `{name}` (built-in tools: {})", BUILTINS.join(", ")),
         )
     })?;
     let args = match f.opt("args") {
@@ -86,15 +83,9 @@ impl Node for ToolNode {
             run_id: ctx.run_id.clone(),
             node: ctx.node.clone(),
         };
-        ctx.emit(
-            "tool.started",
-            json!({"tool": self.tool.name(), "args": args}),
-        );
+        ctx.emit("tool.started", json!({"tool": self.tool.name(), "args": args}));
         let result = self.tool.call(args, &call).await;
-        ctx.emit(
-            "tool.finished",
-            json!({"tool": self.tool.name(), "ok": result.is_ok()}),
-        );
+        ctx.emit("tool.finished", json!({"tool": self.tool.name(), "ok": result.is_ok()}));
         let result = result?;
         let mut writes = Map::new();
         if let Some(into) = &self.into {
@@ -160,9 +151,7 @@ impl Tool for AppendFile {
     }
     async fn call(&self, args: Value, call: &ToolCall) -> Result<Value, NodeError> {
         let dir = std::env::var("CREWGRAPH_FILE_TOOL_DIR").map_err(|_| {
-            NodeError::fatal(
-                "append_file: CREWGRAPH_FILE_TOOL_DIR is not set, so no file may be written",
-            )
+            NodeError::fatal("append_file: CREWGRAPH_FILE_TOOL_DIR is not set, so no file may be written")
         })?;
         let path = args
             .get("path")
@@ -175,11 +164,7 @@ impl Tool for AppendFile {
         }
         let line = args
             .get("line")
-            .map(|l| {
-                l.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| l.to_string())
-            })
+            .map(|l| l.as_str().map(str::to_string).unwrap_or_else(|| l.to_string()))
             .unwrap_or_default();
         let full = std::path::Path::new(&dir).join(path);
         let text = format!("{line}\t{}\n", call.idempotency_key);
