@@ -125,7 +125,7 @@ impl Executor {
                     max_steps: self.graph.limits.max_steps,
                 });
             }
-            match self.superstep(&ckpt, resume, loaded).await? {
+            match self.superstep(&mut ckpt, resume, loaded).await? {
                 StepEnd::Next(next) => {
                     ckpt = next;
                     loaded = false;
@@ -197,7 +197,7 @@ impl Executor {
         for b in &blobs {
             state.versions.insert(b.channel.clone(), b.version);
         }
-        let next = self.schedule(self.graph.entry.iter().cloned(), &state.to_value())?;
+        let next = self.schedule(self.graph.entry.iter().cloned(), &Arc::new(state.to_value()))?;
         let ckpt = Checkpoint {
             thread_id: thread_id.to_string(),
             id: Uuid::now_v7(),
@@ -345,7 +345,11 @@ impl Executor {
     }
 
     /// Turns triggered node names into tasks; fan-out nodes become one task per item.
-    fn schedule(&self, targets: impl IntoIterator<Item = String>, state: &Value) -> Result<Vec<TaskSpec>, EngineError> {
+    fn schedule(
+        &self,
+        targets: impl IntoIterator<Item = String>,
+        state: &Arc<Value>,
+    ) -> Result<Vec<TaskSpec>, EngineError> {
         let mut tasks = Vec::new();
         let mut seen = HashSet::new();
         let mut queue: Vec<String> = targets.into_iter().collect();
@@ -387,7 +391,7 @@ impl Executor {
         Ok(tasks)
     }
 
-    fn follow_edges(&self, node: &str, state: &Value) -> Result<Vec<String>, EngineError> {
+    fn follow_edges(&self, node: &str, state: &Arc<Value>) -> Result<Vec<String>, EngineError> {
         let mut out = Vec::new();
         for e in self.graph.edges_from(node) {
             let fire = match &e.condition {
@@ -404,9 +408,11 @@ impl Executor {
         Ok(out)
     }
 
+    /// Runs the tasks `ckpt` schedules. The state moves into a shared snapshot
+    /// for the tasks and back out afterwards, so a step never deep-copies it.
     async fn superstep(
         &self,
-        ckpt: &Checkpoint,
+        ckpt: &mut Checkpoint,
         resume: &HashMap<String, Decision>,
         loaded: bool,
     ) -> Result<StepEnd, EngineError> {
@@ -417,7 +423,7 @@ impl Executor {
         } else {
             HashMap::new()
         };
-        let state = Arc::new(Value::Object(ckpt.values.clone()));
+        let state = Arc::new(Value::Object(std::mem::take(&mut ckpt.values)));
         let durable_each = ckpt.next.len() > 1;
 
         let mut results: Vec<Option<TaskResult>> = vec![None; ckpt.next.len()];
@@ -462,6 +468,8 @@ impl Executor {
                 let id = format!("{task_id}:before");
                 match resume.get(&id) {
                     Some(d) if d.action == DecisionAction::Reject => {
+                        drop(jobs);
+                        ckpt.values = into_map(state);
                         return Ok(StepEnd::Stop(Outcome::Rejected {
                             checkpoint: ckpt.clone(),
                             node: task.node.clone(),
@@ -555,13 +563,16 @@ impl Executor {
             return Err(e);
         }
         if !waiting.is_empty() {
+            ckpt.values = into_map(state);
             return Ok(StepEnd::Stop(Outcome::Waiting {
                 checkpoint: ckpt.clone(),
                 interrupts: waiting,
             }));
         }
         let results: Vec<TaskResult> = results.into_iter().flatten().collect();
-        self.finish_step(ckpt, results).await.map(StepEnd::Next)
+        self.finish_step(ckpt, into_map(state), results)
+            .await
+            .map(StepEnd::Next)
     }
 
     /// Takes one finished task into the step: saves its writes (when the step
@@ -629,9 +640,13 @@ impl Executor {
     }
 
     /// Applies the step's writes in task order, follows edges, saves the checkpoint.
-    async fn finish_step(&self, ckpt: &Checkpoint, results: Vec<TaskResult>) -> Result<Checkpoint, EngineError> {
+    async fn finish_step(
+        &self,
+        ckpt: &Checkpoint,
+        mut values: Map<String, Value>,
+        results: Vec<TaskResult>,
+    ) -> Result<Checkpoint, EngineError> {
         let step = ckpt.step + 1;
-        let mut values = ckpt.values.clone();
         let mut versions = ckpt.versions.clone();
         let mut writers: HashMap<&str, Vec<String>> = HashMap::new();
         let mut deltas: HashMap<String, Vec<Value>> = HashMap::new();
@@ -686,7 +701,7 @@ impl Executor {
             })
             .collect();
 
-        let new_state = Value::Object(values.clone());
+        let new_state = Arc::new(Value::Object(values));
         let mut targets = Vec::new();
         for r in &results {
             match &r.goto {
@@ -710,6 +725,7 @@ impl Executor {
             }
         }
         let next = self.schedule(targets, &new_state)?;
+        let values = into_map(new_state);
 
         let mut ran: Vec<String> = Vec::new();
         for r in &results {
@@ -760,6 +776,15 @@ impl Executor {
 enum StepEnd {
     Next(Checkpoint),
     Stop(Outcome),
+}
+
+/// The state map back out of its shared snapshot; copies only if a node kept a reference.
+fn into_map(state: Arc<Value>) -> Map<String, Value> {
+    match Arc::try_unwrap(state) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => Map::new(),
+        Err(shared) => shared.as_object().cloned().unwrap_or_default(),
+    }
 }
 
 fn panicked(node: &str) -> EngineError {

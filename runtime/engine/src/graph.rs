@@ -16,7 +16,7 @@ pub const END: &str = "END";
 
 /// A condition on an edge, evaluated against the state after a step.
 pub trait Condition: Send + Sync {
-    fn eval(&self, state: &Value) -> Result<bool, String>;
+    fn eval(&self, state: &Arc<Value>) -> Result<bool, String>;
     /// The condition as written, for diagrams and errors.
     fn source(&self) -> &str;
 }

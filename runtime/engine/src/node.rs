@@ -76,7 +76,7 @@ pub trait Node: Send + Sync {
 
     /// For fan-out nodes: the items to run one task each on, read from the
     /// state when the node is scheduled. `None` for ordinary nodes.
-    fn fan_out(&self, _state: &Value) -> Result<Option<Vec<Value>>, NodeError> {
+    fn fan_out(&self, _state: &Arc<Value>) -> Result<Option<Vec<Value>>, NodeError> {
         Ok(None)
     }
 }

@@ -26,7 +26,7 @@ where
 
 struct FieldIs(&'static str, &'static str);
 impl Condition for FieldIs {
-    fn eval(&self, state: &Value) -> Result<bool, String> {
+    fn eval(&self, state: &Arc<Value>) -> Result<bool, String> {
         Ok(state.get(self.0) == Some(&json!(self.1)))
     }
     fn source(&self) -> &str {
@@ -49,7 +49,7 @@ impl Node for ListNode {
             json!({"results": [format!("done {}", item.as_str().unwrap_or(""))]}),
         ))
     }
-    fn fan_out(&self, state: &Value) -> Result<Option<Vec<Value>>, NodeError> {
+    fn fan_out(&self, state: &Arc<Value>) -> Result<Option<Vec<Value>>, NodeError> {
         match state.get(self.0) {
             Some(Value::Array(items)) => Ok(Some(items.clone())),
             other => Err(NodeError::fatal(format!("`{}` is not a list: {other:?}", self.0))),

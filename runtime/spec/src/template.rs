@@ -3,7 +3,7 @@
 //! about undefined names so a typo fails loudly instead of rendering empty.
 
 use std::collections::BTreeSet;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Map, Value};
@@ -25,7 +25,7 @@ pub fn env() -> &'static Environment<'static> {
 /// The variables a template or condition sees.
 #[derive(Debug, Default, Clone)]
 pub struct Scope<'a> {
-    pub state: Option<&'a Value>,
+    pub state: Option<&'a Arc<Value>>,
     pub item: Option<&'a Value>,
     pub index: Option<u32>,
     pub resume: Option<&'a Value>,
@@ -34,21 +34,102 @@ pub struct Scope<'a> {
 
 impl Scope<'_> {
     fn context(&self) -> minijinja::Value {
-        let mut m = Map::new();
-        m.insert("state".into(), self.state.cloned().unwrap_or(Value::Object(Map::new())));
+        let json = |v: &Value| minijinja::Value::from(minijinja::value::Serde(v));
+        let empty = Arc::new(Value::Object(Map::new()));
+        let state = self.state.cloned().unwrap_or(empty);
+        let mut pairs: Vec<(&str, minijinja::Value)> = vec![("state", LazyJson::wrap(state, Vec::new()))];
         if let Some(i) = self.item {
-            m.insert("item".into(), i.clone());
+            pairs.push(("item", json(i)));
         }
         if let Some(i) = self.index {
-            m.insert("index".into(), Value::from(i));
+            pairs.push(("index", minijinja::Value::from(i)));
         }
         if let Some(r) = self.resume {
-            m.insert("resume".into(), r.clone());
+            pairs.push(("resume", json(r)));
         }
         if let Some(r) = self.result {
-            m.insert("result".into(), r.clone());
+            pairs.push(("result", json(r)));
         }
-        minijinja::Value::from(minijinja::value::Serde(Value::Object(m)))
+        minijinja::Value::from(pairs.into_iter().collect::<std::collections::BTreeMap<_, _>>())
+    }
+}
+
+/// A view of the JSON state that templates read without converting it: only
+/// the values a template touches are turned into template values, so a step's
+/// templating cost does not grow with a long `messages` history.
+#[derive(Debug)]
+struct LazyJson {
+    root: Arc<Value>,
+    path: Vec<PathStep>,
+}
+
+#[derive(Debug, Clone)]
+enum PathStep {
+    Key(String),
+    Index(usize),
+}
+
+impl LazyJson {
+    fn wrap(root: Arc<Value>, path: Vec<PathStep>) -> minijinja::Value {
+        let node = Self::walk(&root, &path);
+        match node {
+            Some(Value::Object(_)) | Some(Value::Array(_)) => minijinja::Value::from_object(LazyJson { root, path }),
+            Some(scalar) => minijinja::Value::from(minijinja::value::Serde(scalar)),
+            None => minijinja::Value::UNDEFINED,
+        }
+    }
+
+    fn walk<'v>(root: &'v Value, path: &[PathStep]) -> Option<&'v Value> {
+        path.iter().try_fold(root, |v, step| match step {
+            PathStep::Key(k) => v.get(k.as_str()),
+            PathStep::Index(i) => v.get(*i),
+        })
+    }
+
+    fn node(&self) -> &Value {
+        Self::walk(&self.root, &self.path).unwrap_or(&Value::Null)
+    }
+
+    fn child(&self, step: PathStep) -> minijinja::Value {
+        let mut path = self.path.clone();
+        path.push(step);
+        Self::wrap(self.root.clone(), path)
+    }
+}
+
+impl minijinja::value::Object for LazyJson {
+    fn repr(self: &Arc<Self>) -> minijinja::value::ObjectRepr {
+        match self.node() {
+            Value::Array(_) => minijinja::value::ObjectRepr::Seq,
+            _ => minijinja::value::ObjectRepr::Map,
+        }
+    }
+
+    fn get_value(self: &Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        match self.node() {
+            Value::Object(m) => {
+                let k = key.as_str()?;
+                m.contains_key(k).then(|| self.child(PathStep::Key(k.to_string())))
+            }
+            Value::Array(items) => {
+                let i = key.as_i64()?;
+                let i = if i < 0 { items.len() as i64 + i } else { i };
+                (0..items.len() as i64)
+                    .contains(&i)
+                    .then(|| self.child(PathStep::Index(i as usize)))
+            }
+            _ => None,
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        match self.node() {
+            Value::Object(m) => {
+                minijinja::value::Enumerator::Values(m.keys().map(|k| minijinja::Value::from(k.as_str())).collect())
+            }
+            Value::Array(items) => minijinja::value::Enumerator::Seq(items.len()),
+            _ => minijinja::value::Enumerator::Empty,
+        }
     }
 }
 
@@ -115,7 +196,7 @@ impl Expr {
 }
 
 impl Condition for Expr {
-    fn eval(&self, state: &Value) -> Result<bool, String> {
+    fn eval(&self, state: &Arc<Value>) -> Result<bool, String> {
         let expr = env().compile_expression(&self.source).map_err(|e| describe(&e))?;
         let v = expr
             .eval(
@@ -240,7 +321,7 @@ mod tests {
             &ch,
         )
         .unwrap();
-        let state = json!({"count": 2, "topic": "cats"});
+        let state = Arc::new(json!({"count": 2, "topic": "cats"}));
         let out = t
             .render(&Scope {
                 state: Some(&state),
@@ -262,9 +343,39 @@ mod tests {
     }
 
     #[test]
+    fn templates_read_nested_state_lists_and_filters() {
+        let ch = channels(&["log", "review", "nothing"]);
+        let state = Arc::new(json!({"log": ["a", "b"], "review": {"action": "edit", "value": 3}, "nothing": null}));
+        let scope = Scope {
+            state: Some(&state),
+            ..Default::default()
+        };
+        let t = |src: &str| {
+            ValueTemplate::compile(&json!(src), &ch)
+                .unwrap()
+                .render(&scope)
+                .unwrap()
+        };
+        assert_eq!(t("{{ state.log | length }}"), json!(2));
+        assert_eq!(t("{{ state.log | join('+') }}"), json!("a+b"));
+        assert_eq!(t("{{ state.log[-1] }}"), json!("b"));
+        assert_eq!(t("{{ state.review.value * 2 }}"), json!(6));
+        assert_eq!(t("{{ state.review }}"), json!({"action": "edit", "value": 3}));
+        assert_eq!(t("{{ 'yes' if state.nothing else 'no' }}"), json!("no"));
+        assert_eq!(t("{% for x in state.log %}{{ x }}{% endfor %}"), json!("ab"));
+        assert!(
+            Condition::eval(
+                &Expr::compile("state.review.action in ['edit', 'approve']", &ch).unwrap(),
+                &state
+            )
+            .unwrap()
+        );
+    }
+
+    #[test]
     fn conditions_are_truthy() {
         let e = Expr::compile("state.n > 2", &channels(&["n"])).unwrap();
-        assert!(Condition::eval(&e, &json!({"n": 3})).unwrap());
-        assert!(!Condition::eval(&e, &json!({"n": 1})).unwrap());
+        assert!(Condition::eval(&e, &Arc::new(json!({"n": 3}))).unwrap());
+        assert!(!Condition::eval(&e, &Arc::new(json!({"n": 1}))).unwrap());
     }
 }

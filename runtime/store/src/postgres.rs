@@ -160,8 +160,6 @@ impl Checkpointer for PgStore {
                  INSERT INTO checkpoint_blobs (thread_id, channel, version, kind, body)
                  SELECT $1, x.channel, x.version, x.kind, x.body
                  FROM UNNEST($10::text[], $11::int8[], $12::text[], $13::text[]) AS x(channel, version, kind, body)
-             ), consumed AS (
-                 DELETE FROM checkpoint_writes WHERE thread_id = $1 AND checkpoint_id = $3 AND $5 = 'loop'
              )
              INSERT INTO checkpoints (thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",

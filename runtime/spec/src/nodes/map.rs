@@ -57,7 +57,7 @@ impl Node for MapNode {
         self.body.run(ctx).await
     }
 
-    fn fan_out(&self, state: &Value) -> Result<Option<Vec<Value>>, NodeError> {
+    fn fan_out(&self, state: &Arc<Value>) -> Result<Option<Vec<Value>>, NodeError> {
         let v = self
             .over
             .eval(&Scope {
