@@ -120,12 +120,27 @@ pub fn parse_graph(
             ),
         )
     })?;
+    let mut tools = std::collections::BTreeMap::new();
+    if let Some(section) = f.opt("tools") {
+        let entries = section
+            .entries()
+            .ok_or_else(|| f.err(section, "`tools`: expected a mapping of tool name to tool"))?;
+        for (key, decl) in entries {
+            match crate::http_tool::declare(file, &key.name, decl, &channel_names) {
+                Ok(t) => {
+                    tools.insert(key.name.clone(), t);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+    }
     let ctx = BuildCtx {
         file,
         channels: &channel_names,
         registry,
         catalog,
         depth,
+        tools: &tools,
     };
     for (key, decl) in entries {
         node_locs.push((key.name.clone(), key.loc));

@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod diagram;
 pub mod error;
 pub mod graph_file;
+pub mod http_tool;
 pub mod nodes;
 pub mod template;
 pub mod yaml;

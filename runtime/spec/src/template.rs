@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crewgraph_engine::graph::Condition;
 
 /// Names a template may use besides `state`.
-pub const SCOPE: &[&str] = &["state", "item", "index", "resume", "result"];
+pub const SCOPE: &[&str] = &["state", "item", "index", "resume", "result", "args"];
 
 pub fn env() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
@@ -30,6 +30,8 @@ pub struct Scope<'a> {
     pub index: Option<u32>,
     pub resume: Option<&'a Value>,
     pub result: Option<&'a Value>,
+    /// A tool's arguments, in an HTTP tool's URL.
+    pub args: Option<&'a Value>,
 }
 
 impl Scope<'_> {
@@ -49,6 +51,9 @@ impl Scope<'_> {
         }
         if let Some(r) = self.result {
             pairs.push(("result", json(r)));
+        }
+        if let Some(a) = self.args {
+            pairs.push(("args", json(a)));
         }
         minijinja::Value::from(pairs.into_iter().collect::<std::collections::BTreeMap<_, _>>())
     }

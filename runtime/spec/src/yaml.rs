@@ -137,7 +137,10 @@ pub fn parse(file: &str, text: &str) -> Result<Yaml, SpecError> {
             "the file is empty; expected a YAML mapping",
         ));
     }
-    match serde_saphyr::from_str::<Spanned<RawKind>>(text) {
+    // YAML 1.2 booleans only: a node called `n` or `on` stays a string.
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
+    match serde_saphyr::from_str_with_options::<Spanned<RawKind>>(text, options) {
         Ok(v) => Ok(located(v)),
         Err(e) => {
             let loc = e
@@ -365,6 +368,15 @@ mod tests {
         assert_eq!((items[1].loc.line, items[1].loc.column), (4, 5));
         assert_eq!(y.entries().unwrap()[1].0.loc, Loc { line: 2, column: 1 });
         assert_eq!(y.to_json(), serde_json::json!({"a": 1, "b": ["x", {"c": true}]}));
+    }
+
+    #[test]
+    fn yaml_1_1_booleans_stay_strings() {
+        let y = parse("f.yaml", "a: n\nb: on\nc: yes\nd: true\n").unwrap();
+        assert_eq!(
+            y.to_json(),
+            serde_json::json!({"a": "n", "b": "on", "c": "yes", "d": true})
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct BuildCtx<'a> {
     pub channels: &'a BTreeSet<String>,
     pub registry: &'a Registry,
     pub catalog: Option<&'a Catalog>,
+    /// Tools declared in the file's `tools:` section, by name.
+    pub tools: &'a BTreeMap<String, Arc<dyn crewgraph_engine::Tool>>,
     /// Subgraph nesting depth, to refuse a graph that includes itself.
     pub depth: u32,
 }

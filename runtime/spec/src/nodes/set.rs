@@ -75,6 +75,7 @@ impl Node for SetNode {
             index: Some(ctx.index),
             resume: ctx.resume.as_ref(),
             result: None,
+            args: None,
         };
         let mut writes = Map::new();
         for (channel, t) in &self.values {

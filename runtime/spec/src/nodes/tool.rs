@@ -35,12 +35,22 @@ pub struct ToolNode {
 pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecError> {
     let name_at = f.req("tool")?;
     let name = f.req_str("tool")?;
-    let tool = builtin_tool(name).ok_or_else(|| {
-        f.err(
-            name_at,
-            format!("unknown tool `{name}` (built-in tools: {})", BUILTINS.join(", ")),
-        )
-    })?;
+    let tool = ctx
+        .tools
+        .get(name)
+        .cloned()
+        .or_else(|| builtin_tool(name))
+        .ok_or_else(|| {
+            let declared: Vec<&str> = ctx.tools.keys().map(String::as_str).collect();
+            f.err(
+                name_at,
+                format!(
+                    "unknown tool `{name}` (declared in `tools:`: [{}]; built-in: {})",
+                    declared.join(", "),
+                    BUILTINS.join(", ")
+                ),
+            )
+        })?;
     let args = match f.opt("args") {
         Some(a) => Some(template(f, a, ctx.channels)?),
         None => None,
@@ -73,11 +83,36 @@ impl Node for ToolNode {
             index: Some(ctx.index),
             resume: ctx.resume.as_ref(),
             result: None,
+            args: None,
         };
-        let args = match &self.args {
+        let mut args = match &self.args {
             Some(t) => t.render(&scope).map_err(NodeError::fatal)?,
             None => Value::Object(Map::new()),
         };
+        if self.tool.requires_approval() {
+            // Ask before the call; the decision approves it, edits its arguments, or rejects it.
+            let Some(decision) = &ctx.resume else {
+                return Ok(NodeOutput::Interrupt {
+                    payload: json!({"tool": self.tool.name(), "args": args}),
+                    actions: vec!["approve".into(), "reject".into(), "edit".into()],
+                    expires_in_s: None,
+                });
+            };
+            match decision.get("action").and_then(Value::as_str) {
+                Some("edit") => args = decision.get("value").cloned().unwrap_or(Value::Null),
+                Some("reject") => {
+                    let mut writes = Map::new();
+                    if let Some(into) = &self.into {
+                        writes.insert(
+                            into.clone(),
+                            json!({"rejected": true, "comment": decision.get("comment")}),
+                        );
+                    }
+                    return Ok(NodeOutput::writes(writes));
+                }
+                _ => {}
+            }
+        }
         let call = ToolCall {
             idempotency_key: ctx.task_id.clone(),
             run_id: ctx.run_id.clone(),
