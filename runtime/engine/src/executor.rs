@@ -84,12 +84,23 @@ impl Executor {
         input: Option<&Map<String, Value>>,
         resume: &HashMap<String, Decision>,
     ) -> Result<Outcome, EngineError> {
-        let started = Instant::now();
         let latest = if self.new_thread {
             None
         } else {
             self.checkpointer.get(thread_id, None).await?
         };
+        self.invoke_from(thread_id, latest, input, resume).await
+    }
+
+    /// [`Executor::invoke`] for a caller that has already read the thread's latest checkpoint.
+    pub async fn invoke_from(
+        &self,
+        thread_id: &str,
+        latest: Option<Checkpoint>,
+        input: Option<&Map<String, Value>>,
+        resume: &HashMap<String, Decision>,
+    ) -> Result<Outcome, EngineError> {
+        let started = Instant::now();
         // Only a checkpoint loaded from the store can have task writes saved
         // against it (by a process that died); the ones written here cannot.
         let mut loaded = input.is_none();

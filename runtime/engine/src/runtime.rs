@@ -122,7 +122,7 @@ impl Runtime {
             (Value::Object(m), false) => Some(m.clone()),
             _ => None,
         };
-        let outcome = exec.invoke(&run.thread_id, input.as_ref(), &resume).await;
+        let outcome = exec.invoke_from(&run.thread_id, latest, input.as_ref(), &resume).await;
         self.settle(&graph, run, outcome).await
     }
 
