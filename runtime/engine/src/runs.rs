@@ -172,6 +172,12 @@ pub struct Approval {
 #[async_trait]
 pub trait RunStore: Send + Sync {
     async fn create_run(&self, run: &Run) -> Result<(), StorageError>;
+    /// Like `create_run`, but the commit may complete asynchronously: for a
+    /// caller that writes a checkpoint right after, whose synchronous commit
+    /// makes this one durable too (Postgres flushes the WAL in order).
+    async fn create_run_deferred(&self, run: &Run) -> Result<(), StorageError> {
+        self.create_run(run).await
+    }
     async fn get_run(&self, id: &str) -> Result<Option<Run>, StorageError>;
     /// Writes status, output, error, usage and `updated_at`.
     async fn update_run(&self, run: &Run) -> Result<(), StorageError>;

@@ -63,7 +63,8 @@ impl Runtime {
         let mut run = Run::new(&graph.name, &thread, Value::Object(input.clone()));
         run.definition = definition;
         run.status = RunStatus::Running;
-        self.runs.create_run(&run).await?;
+        // The input checkpoint, written next and committed synchronously, makes the record durable.
+        self.runs.create_run_deferred(&run).await?;
         self.emit(Event::new("run.started", &run.id, &run.thread_id).data(json!({"graph": run.graph})));
         let mut exec = Executor::new(graph.clone(), self.checkpointer.clone(), self.events.clone(), &run.id);
         exec.new_thread = new_thread;

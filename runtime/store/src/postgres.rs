@@ -27,12 +27,16 @@ pub struct PgStore {
 impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)?;
+        // No ping before each use: a broken connection fails its query, which
+        // the caller sees as a storage error and retries from the checkpoint.
         let pool = PgPoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(max_connections)
             .acquire_timeout(std::time::Duration::from_secs(5))
             .connect_with(options.clone())
             .await?;
         let status_pool = PgPoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(max_connections.div_ceil(4).max(2))
             .acquire_timeout(std::time::Duration::from_secs(5))
             .connect_with(options.options([("synchronous_commit", "off")]))
@@ -133,6 +137,44 @@ impl PgStore {
     }
 }
 
+/// The statement that saves a checkpoint with `n` changed channels: one
+/// statement (one commit), with the blobs as a plain `VALUES` list, which
+/// Postgres inserts faster than an `UNNEST` of arrays. Built once per `n`.
+fn put_statement(n: usize) -> sqlx::AssertSqlSafe<&'static str> {
+    static CACHE: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    const CHECKPOINT: &str = "INSERT INTO checkpoints (thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    while cache.len() <= n {
+        let k = cache.len();
+        // Leaked once per distinct blob count (a handful per process).
+        let sql: &'static str = if k == 0 {
+            CHECKPOINT
+        } else {
+            let rows: Vec<String> = (0..k)
+                .map(|i| {
+                    format!(
+                        "($1, ${}, ${}, ${}, ${})",
+                        10 + 4 * i,
+                        11 + 4 * i,
+                        12 + 4 * i,
+                        13 + 4 * i
+                    )
+                })
+                .collect();
+            Box::leak(
+                format!(
+                    "WITH new_blobs AS (INSERT INTO checkpoint_blobs (thread_id, channel, version, kind, body) VALUES {}) {CHECKPOINT}",
+                    rows.join(", ")
+                )
+                .into_boxed_str(),
+            )
+        };
+        cache.push(sql);
+    }
+    sqlx::AssertSqlSafe(cache[n])
+}
+
 fn blob_rows(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<BlobRow>, StorageError> {
     rows.into_iter()
         .map(|r| {
@@ -151,35 +193,24 @@ fn blob_rows(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<BlobRow>, StorageEr
 impl Checkpointer for PgStore {
     async fn put(&self, c: &Checkpoint, blobs: &[ChannelBlob]) -> Result<(), StorageError> {
         let (versions, next, metadata) = codec::encode(c)?;
-        let channels: Vec<&str> = blobs.iter().map(|b| b.channel.as_str()).collect();
-        let blob_versions: Vec<i64> = blobs.iter().map(|b| b.version).collect();
-        let kinds: Vec<&str> = blobs.iter().map(|b| b.blob.kind()).collect();
-        let bodies: Vec<String> = blobs.iter().map(|b| b.blob.to_body().to_string()).collect();
-        sqlx::query(
-            "WITH new_blobs AS (
-                 INSERT INTO checkpoint_blobs (thread_id, channel, version, kind, body)
-                 SELECT $1, x.channel, x.version, x.kind, x.body
-                 FROM UNNEST($10::text[], $11::int8[], $12::text[], $13::text[]) AS x(channel, version, kind, body)
-             )
-             INSERT INTO checkpoints (thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&c.thread_id)
-        .bind(c.id)
-        .bind(c.parent_id)
-        .bind(c.step)
-        .bind(codec::source_name(c.source))
-        .bind(versions)
-        .bind(next)
-        .bind(metadata)
-        .bind(c.created_at)
-        .bind(channels)
-        .bind(blob_versions)
-        .bind(kinds)
-        .bind(bodies)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        let mut query = sqlx::query(put_statement(blobs.len()))
+            .bind(&c.thread_id)
+            .bind(c.id)
+            .bind(c.parent_id)
+            .bind(c.step)
+            .bind(codec::source_name(c.source))
+            .bind(versions)
+            .bind(next)
+            .bind(metadata)
+            .bind(c.created_at);
+        for b in blobs {
+            query = query
+                .bind(&b.channel)
+                .bind(b.version)
+                .bind(b.blob.kind())
+                .bind(b.blob.to_body().to_string());
+        }
+        query.execute(&self.pool).await.map_err(db)?;
         Ok(())
     }
 
@@ -350,4 +381,4 @@ impl Checkpointer for PgStore {
     }
 }
 
-crate::runs_sql::impl_run_store!(crate::PgStore);
+crate::runs_sql::impl_run_store!(crate::PgStore, sqlx::PgPool);

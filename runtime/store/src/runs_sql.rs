@@ -3,7 +3,7 @@
 //! ascending order, JSON bound as `Json`), only the pool type differs.
 
 macro_rules! impl_run_store {
-    ($store:ty) => {
+    ($store:ty, $pool:ty) => {
         mod run_store_impl {
             use async_trait::async_trait;
             use crewgraph_engine::{Approval, ApprovalStatus, Decision, Run, RunStatus, RunStore, StorageError};
@@ -69,28 +69,37 @@ macro_rules! impl_run_store {
                 })
             }
 
+            async fn insert_run(executor: &$pool, run: &Run) -> Result<(), StorageError>
+            {
+                sqlx::query(
+                    "INSERT INTO runs (id, graph, thread_id, status, input, output, error, usage, definition, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(&run.id)
+                .bind(&run.graph)
+                .bind(&run.thread_id)
+                .bind(run.status.as_str())
+                .bind(Json(&run.input))
+                .bind(Json(&run.output))
+                .bind(Json(&run.error))
+                .bind(Json(&run.usage))
+                .bind(run.definition.clone())
+                .bind(run.created_at)
+                .bind(run.updated_at)
+                .execute(executor)
+                .await
+                .map_err(db)?;
+                Ok(())
+            }
+
             #[async_trait]
             impl RunStore for $store {
                 async fn create_run(&self, run: &Run) -> Result<(), StorageError> {
-                    sqlx::query(
-                        "INSERT INTO runs (id, graph, thread_id, status, input, output, error, usage, definition, created_at, updated_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                    )
-                    .bind(&run.id)
-                    .bind(&run.graph)
-                    .bind(&run.thread_id)
-                    .bind(run.status.as_str())
-                    .bind(Json(&run.input))
-                    .bind(Json(&run.output))
-                    .bind(Json(&run.error))
-                    .bind(Json(&run.usage))
-                    .bind(&run.definition)
-                    .bind(run.created_at)
-                    .bind(run.updated_at)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db)?;
-                    Ok(())
+                    insert_run(&self.pool, run).await
+                }
+
+                async fn create_run_deferred(&self, run: &Run) -> Result<(), StorageError> {
+                    insert_run(self.status_pool(), run).await
                 }
 
                 async fn get_run(&self, id: &str) -> Result<Option<Run>, StorageError> {

@@ -357,4 +357,4 @@ impl Checkpointer for SqliteStore {
     }
 }
 
-crate::runs_sql::impl_run_store!(crate::SqliteStore);
+crate::runs_sql::impl_run_store!(crate::SqliteStore, sqlx::SqlitePool);
