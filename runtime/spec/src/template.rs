@@ -34,7 +34,19 @@ pub struct Scope<'a> {
     pub args: Option<&'a Value>,
 }
 
-impl Scope<'_> {
+impl<'a> Scope<'a> {
+    /// What a running task's templates see: the state, its fan-out item and index,
+    /// and the decision it resumes with.
+    pub fn of_task(ctx: &'a crewgraph_engine::NodeContext) -> Self {
+        Scope {
+            state: Some(&ctx.state),
+            item: ctx.input.as_ref(),
+            index: Some(ctx.index),
+            resume: ctx.resume.as_ref(),
+            ..Default::default()
+        }
+    }
+
     fn context(&self) -> minijinja::Value {
         let json = |v: &Value| minijinja::Value::from(minijinja::value::Serde(v));
         let empty = Arc::new(Value::Object(Map::new()));

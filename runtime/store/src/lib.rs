@@ -12,6 +12,7 @@ pub mod postgres;
 pub mod redis;
 mod runs_sql;
 pub mod sqlite;
+mod thread_sql;
 
 pub use connect::{Store, default_database_url};
 pub use crewgraph_engine::MemoryStore;

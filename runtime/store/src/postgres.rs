@@ -287,45 +287,13 @@ impl Checkpointer for PgStore {
         };
         let max_step = max_step
             .ok_or_else(|| StorageError::new(format!("nothing to copy: no such checkpoint in thread `{from}`")))?;
-        sqlx::query(
-            "INSERT INTO checkpoints (thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at)
-             SELECT $2, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
-             FROM checkpoints WHERE thread_id = $1 AND step <= $3",
-        )
-        .bind(from)
-        .bind(to)
-        .bind(max_step)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        sqlx::query(
-            "INSERT INTO checkpoint_blobs (thread_id, channel, version, kind, body)
-             SELECT $2, channel, version, kind, body FROM checkpoint_blobs WHERE thread_id = $1 AND version <= $3",
-        )
-        .bind(from)
-        .bind(to)
-        .bind(max_step)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        copy_rows(&mut tx, from, to, max_step).await?;
         tx.commit().await.map_err(db)
     }
 
     async fn delete_thread(&self, thread_id: &str) -> Result<(), StorageError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let child = format!("{thread_id}/%");
-        for sql in [
-            "DELETE FROM checkpoint_writes WHERE thread_id = $1 OR thread_id LIKE $2",
-            "DELETE FROM checkpoint_blobs WHERE thread_id = $1 OR thread_id LIKE $2",
-            "DELETE FROM checkpoints WHERE thread_id = $1 OR thread_id LIKE $2",
-        ] {
-            sqlx::query(sql)
-                .bind(thread_id)
-                .bind(&child)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
+        delete_rows(&mut tx, thread_id).await?;
         tx.commit().await.map_err(db)
     }
 
@@ -336,20 +304,7 @@ impl Checkpointer for PgStore {
             .map(|s| crewgraph_engine::now_ms() - s as i64 * 1000)
             .unwrap_or(i64::MIN);
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let deleted = sqlx::query(
-            "DELETE FROM checkpoints c USING (
-                 SELECT thread_id, checkpoint_id, created_at,
-                        row_number() OVER (PARTITION BY thread_id ORDER BY step DESC, checkpoint_id DESC) AS rn
-                 FROM checkpoints) r
-             WHERE c.thread_id = r.thread_id AND c.checkpoint_id = r.checkpoint_id
-               AND r.rn > 1 AND (r.rn > $1 OR r.created_at < $2)",
-        )
-        .bind(keep)
-        .bind(cutoff)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?
-        .rows_affected();
+        let deleted = prune_checkpoints(&mut tx, keep, cutoff).await?;
         if deleted > 0 {
             // Blobs older than the last full value the oldest kept checkpoint needs are unreachable.
             sqlx::query(
@@ -368,13 +323,7 @@ impl Checkpointer for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-            sqlx::query(
-                "DELETE FROM checkpoint_writes w WHERE NOT EXISTS (
-                     SELECT 1 FROM checkpoints c WHERE c.thread_id = w.thread_id AND c.checkpoint_id = w.checkpoint_id)",
-            )
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+            prune_orphan_writes(&mut tx).await?;
         }
         tx.commit().await.map_err(db)?;
         Ok(deleted)
@@ -382,3 +331,5 @@ impl Checkpointer for PgStore {
 }
 
 crate::runs_sql::impl_run_store!(crate::PgStore, sqlx::PgPool);
+
+crate::thread_sql::thread_statements!(sqlx::PgConnection);

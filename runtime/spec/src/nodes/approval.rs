@@ -59,12 +59,7 @@ impl Node for ApprovalNode {
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput, NodeError> {
         match &ctx.resume {
             None => {
-                let scope = Scope {
-                    state: Some(&ctx.state),
-                    item: ctx.input.as_ref(),
-                    index: Some(ctx.index),
-                    ..Default::default()
-                };
+                let scope = Scope::of_task(&ctx);
                 let payload = match &self.payload {
                     Some(t) => t.render(&scope).map_err(NodeError::fatal)?,
                     None => ctx.state.as_ref().clone(),

@@ -69,14 +69,7 @@ impl Node for SetNode {
     }
 
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput, NodeError> {
-        let scope = Scope {
-            state: Some(&ctx.state),
-            item: ctx.input.as_ref(),
-            index: Some(ctx.index),
-            resume: ctx.resume.as_ref(),
-            result: None,
-            args: None,
-        };
+        let scope = Scope::of_task(&ctx);
         let mut writes = Map::new();
         for (channel, t) in &self.values {
             writes.insert(channel.clone(), t.render(&scope).map_err(NodeError::fatal)?);

@@ -100,12 +100,7 @@ impl Node for SubgraphNode {
         let mut resume: HashMap<String, Decision> = HashMap::new();
         let input = match &latest {
             None => {
-                let scope = Scope {
-                    state: Some(&ctx.state),
-                    item: ctx.input.as_ref(),
-                    index: Some(ctx.index),
-                    ..Default::default()
-                };
+                let scope = Scope::of_task(&ctx);
                 match &self.input {
                     Some(t) => match t.render(&scope).map_err(NodeError::fatal)? {
                         Value::Object(m) => Some(m),

@@ -77,14 +77,7 @@ impl Node for ToolNode {
     }
 
     async fn run(&self, ctx: NodeContext) -> Result<NodeOutput, NodeError> {
-        let scope = Scope {
-            state: Some(&ctx.state),
-            item: ctx.input.as_ref(),
-            index: Some(ctx.index),
-            resume: ctx.resume.as_ref(),
-            result: None,
-            args: None,
-        };
+        let scope = Scope::of_task(&ctx);
         let mut args = match &self.args {
             Some(t) => t.render(&scope).map_err(NodeError::fatal)?,
             None => Value::Object(Map::new()),

@@ -1,0 +1,77 @@
+//! Whole-thread maintenance (copy, delete, retention) written once for both
+//! SQL backends; each statement is portable SQL with placeholders in order.
+
+macro_rules! thread_statements {
+    ($conn:ty) => {
+        /// Copies checkpoints and blobs up to `max_step` from `from` to `to`.
+        pub(crate) async fn copy_rows(
+            conn: &mut $conn,
+            from: &str,
+            to: &str,
+            max_step: i64,
+        ) -> Result<(), crewgraph_engine::StorageError> {
+            for sql in [
+                "INSERT INTO checkpoints (thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at)
+                 SELECT $1, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
+                 FROM checkpoints WHERE thread_id = $2 AND step <= $3",
+                "INSERT INTO checkpoint_blobs (thread_id, channel, version, kind, body)
+                 SELECT $1, channel, version, kind, body FROM checkpoint_blobs WHERE thread_id = $2 AND version <= $3",
+            ] {
+                sqlx::query(sql).bind(to).bind(from).bind(max_step).execute(&mut *conn).await.map_err(crate::error::db)?;
+            }
+            Ok(())
+        }
+
+        /// Deletes a thread and its subgraph threads (`<thread>/<task>`).
+        pub(crate) async fn delete_rows(conn: &mut $conn, thread_id: &str) -> Result<(), crewgraph_engine::StorageError> {
+            let child = format!("{thread_id}/%");
+            for sql in [
+                "DELETE FROM checkpoint_writes WHERE thread_id = $1 OR thread_id LIKE $2",
+                "DELETE FROM checkpoint_blobs WHERE thread_id = $1 OR thread_id LIKE $2",
+                "DELETE FROM checkpoints WHERE thread_id = $1 OR thread_id LIKE $2",
+            ] {
+                sqlx::query(sql).bind(thread_id).bind(&child).execute(&mut *conn).await.map_err(crate::error::db)?;
+            }
+            Ok(())
+        }
+
+        /// Deletes checkpoints beyond the newest `keep` of each thread or older
+        /// than `cutoff` (ms), never a thread's latest one.
+        pub(crate) async fn prune_checkpoints(
+            conn: &mut $conn,
+            keep: i64,
+            cutoff: i64,
+        ) -> Result<u64, crewgraph_engine::StorageError> {
+            let done = sqlx::query(
+                "DELETE FROM checkpoints WHERE EXISTS (
+                     SELECT 1 FROM (
+                         SELECT thread_id AS t, checkpoint_id AS c, created_at AS at,
+                                row_number() OVER (PARTITION BY thread_id ORDER BY step DESC, checkpoint_id DESC) AS rn
+                         FROM checkpoints) r
+                     WHERE r.t = checkpoints.thread_id AND r.c = checkpoints.checkpoint_id
+                       AND r.rn > 1 AND (r.rn > $1 OR r.at < $2))",
+            )
+            .bind(keep)
+            .bind(cutoff)
+            .execute(&mut *conn)
+            .await
+            .map_err(crate::error::db)?;
+            Ok(done.rows_affected())
+        }
+
+        /// Deletes task writes whose checkpoint is gone.
+        pub(crate) async fn prune_orphan_writes(conn: &mut $conn) -> Result<(), crewgraph_engine::StorageError> {
+            sqlx::query(
+                "DELETE FROM checkpoint_writes WHERE NOT EXISTS (
+                     SELECT 1 FROM checkpoints c
+                     WHERE c.thread_id = checkpoint_writes.thread_id AND c.checkpoint_id = checkpoint_writes.checkpoint_id)",
+            )
+            .execute(&mut *conn)
+            .await
+            .map_err(crate::error::db)?;
+            Ok(())
+        }
+    };
+}
+
+pub(crate) use thread_statements;
