@@ -249,3 +249,105 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A PostgreSQL server of the test's own, so it can be stopped mid-run.
+/// Runs as the `postgres` user when the tests run as root (initdb refuses root).
+pub struct PgServer {
+    pub url: String,
+    data: PathBuf,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl PgServer {
+    /// `None` when no PostgreSQL server binaries are installed here.
+    pub fn start() -> Option<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|p| p.join("initdb").is_file())
+            .max()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .ok()?;
+        let data = std::env::temp_dir().join(format!("crewgraph-pg-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&data).ok()?;
+        let server = Self {
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            data,
+            bin,
+            port,
+        };
+        if is_root() {
+            let _ = Command::new("chown").arg("postgres").arg(&server.data).status();
+        }
+        let ok = server
+            .as_owner(
+                &server.bin.join("initdb"),
+                &["-D", &server.data_str(), "-U", "postgres", "--auth=trust"],
+            )
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(ok, "initdb failed in {}", server.data.display());
+        server.pg_ctl_start();
+        Some(server)
+    }
+
+    fn data_str(&self) -> String {
+        self.data.display().to_string()
+    }
+
+    fn as_owner(&self, program: &Path, args: &[&str]) -> std::io::Result<Output> {
+        if is_root() {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(program)
+                .args(args)
+                .output()
+        } else {
+            Command::new(program).args(args).output()
+        }
+    }
+
+    fn pg_ctl_start(&self) {
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.data_str());
+        let log = format!("{}/log", self.data_str());
+        let out = self.as_owner(
+            &self.bin.join("pg_ctl"),
+            &["-D", &self.data_str(), "-l", &log, "-w", "-o", &opts, "start"],
+        );
+        assert!(
+            out.map(|o| o.status.success()).unwrap_or(false),
+            "pg_ctl start failed (see {log})"
+        );
+    }
+
+    /// Stops the server at once, as a crash would (`-m immediate`).
+    pub fn kill(&self) {
+        let _ = self.as_owner(
+            &self.bin.join("pg_ctl"),
+            &["-D", &self.data_str(), "-m", "immediate", "stop"],
+        );
+    }
+
+    pub fn restart(&self) {
+        self.pg_ctl_start();
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
