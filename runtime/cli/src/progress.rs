@@ -16,8 +16,26 @@ fn short(v: &Value, max: usize) -> String {
     }
 }
 
+/// `[i]` for fan-out tasks after the first.
+fn index_label(data: &Value) -> String {
+    data.get("index")
+        .and_then(Value::as_u64)
+        .filter(|i| *i > 0)
+        .map(|i| format!("[{i}]"))
+        .unwrap_or_default()
+}
+
 impl EventSink for Progress {
-    fn emit(&self, e: Event) {
+    fn emit(&self, mut e: Event) {
+        // A subgraph's events: shown as the parent's, indented, without its checkpoints.
+        let nested = e.kind.strip_prefix("subgraph.").map(str::to_string);
+        if let Some(kind) = nested {
+            if kind == "checkpoint.saved" || kind.starts_with("run.") {
+                return;
+            }
+            e.kind = kind;
+            e.data = e.data.get("event").cloned().unwrap_or_default();
+        }
         let node = e.node.as_deref().unwrap_or("");
         let step = e.step.map(|s| format!("[step {s}] ")).unwrap_or_default();
         let line = match e.kind.as_str() {
@@ -25,20 +43,20 @@ impl EventSink for Progress {
                 format!("▶ {} {} (thread {})", e.kind, e.run_id, e.thread_id)
             }
             "node.started" => {
-                let idx = e
-                    .data
-                    .get("index")
-                    .and_then(Value::as_u64)
-                    .filter(|i| *i > 0)
-                    .map(|i| format!("[{i}]"))
-                    .unwrap_or_default();
+                let idx = index_label(&e.data);
                 format!("  {step}{node}{idx} started")
             }
             "node.finished" if e.data.get("interrupted").is_some() => {
                 format!("  {step}{node} paused for a decision")
             }
+            "tool.started" => format!(
+                "  {step}{node} calls tool `{}`",
+                e.data.get("tool").and_then(Value::as_str).unwrap_or("")
+            ),
+            "tool.finished" => return,
             "node.finished" => format!(
-                "  {step}{node} finished in {:.1} ms → {}",
+                "  {step}{node}{} finished in {:.1} ms → {}",
+                index_label(&e.data),
                 e.data.get("ms").and_then(Value::as_f64).unwrap_or(0.0),
                 short(e.data.get("channels").unwrap_or(&Value::Null), 80)
             ),

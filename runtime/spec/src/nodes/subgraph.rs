@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use crewgraph_engine::{Decision, Executor, Graph, Node, NodeContext, NodeError, NodeOutput, Outcome};
+use crewgraph_engine::{
+    Decision, Event, EventSink, Executor, Graph, Node, NodeContext, NodeError, NodeOutput, Outcome,
+};
 use serde_json::{Map, Value};
 
 use super::{BuildCtx, BuiltNode, template};
@@ -80,6 +82,28 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
     })))
 }
 
+/// Reports a subgraph's events as the parent's: on the parent thread, with
+/// nodes named `parent/child`.
+struct Nested {
+    inner: Arc<dyn EventSink>,
+    parent: String,
+    thread: String,
+}
+
+impl EventSink for Nested {
+    fn emit(&self, mut event: Event) {
+        event.data = serde_json::json!({"subgraph_thread": event.thread_id, "event": event.data});
+        event.thread_id = self.thread.clone();
+        event.node = Some(match &event.node {
+            Some(n) => format!("{}/{n}", self.parent),
+            None => self.parent.clone(),
+        });
+        event.step = None;
+        event.kind = format!("subgraph.{}", event.kind);
+        self.inner.emit(event);
+    }
+}
+
 #[async_trait]
 impl Node for SubgraphNode {
     fn kind(&self) -> &str {
@@ -90,12 +114,17 @@ impl Node for SubgraphNode {
         let thread = format!("{}/{}", ctx.thread_id, ctx.task_id);
         let storage = |e: crewgraph_engine::StorageError| NodeError::transient(format!("subgraph storage: {e}"));
         let latest = ctx.checkpointer.get(&thread, None).await.map_err(storage)?;
-        let mut exec = Executor::new(
-            self.graph.clone(),
-            ctx.checkpointer.clone(),
-            ctx.events.clone(),
-            &ctx.run_id,
-        );
+        let label = if ctx.input.is_some() {
+            format!("{}[{}]", ctx.node, ctx.index)
+        } else {
+            ctx.node.clone()
+        };
+        let events = Arc::new(Nested {
+            inner: ctx.events.clone(),
+            parent: label,
+            thread: ctx.thread_id.clone(),
+        });
+        let mut exec = Executor::new(self.graph.clone(), ctx.checkpointer.clone(), events, &ctx.run_id);
         exec.cancel = ctx.cancel.clone();
         let mut resume: HashMap<String, Decision> = HashMap::new();
         let input = match &latest {
