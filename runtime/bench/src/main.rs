@@ -31,7 +31,8 @@ struct Args {
     /// Postgres URL; `memory:` runs W1 and W3 on the in-memory store (engine cost alone).
     #[arg(long, env = "DATABASE_URL")]
     database_url: String,
-    #[arg(long, value_enum, default_value = "all")]
+    /// W1, W2, W3, W4 or all (any case).
+    #[arg(long, value_enum, ignore_case = true, default_value = "all")]
     workload: Workload,
     /// Runs for W1 and W3.
     #[arg(long, default_value_t = 500)]
