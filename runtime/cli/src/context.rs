@@ -48,10 +48,23 @@ impl Local {
     }
 
     /// Loads a graph by name or path; errors list every problem with its location.
+    /// A file's own directory is searched first for the subgraphs it names.
     pub fn load(&self, name_or_path: &str) -> Result<GraphDef> {
-        self.catalog
-            .load(name_or_path, &self.registry)
-            .map_err(|e| anyhow::anyhow!("{e}"))
+        let path = std::path::Path::new(name_or_path);
+        let beside = path
+            .is_file()
+            .then(|| path.parent())
+            .flatten()
+            .filter(|d| !d.as_os_str().is_empty());
+        let result = match beside {
+            Some(dir) => {
+                let mut dirs = definition_dirs();
+                dirs.insert(0, dir.to_path_buf());
+                Catalog::scan(&dirs).load(name_or_path, &self.registry)
+            }
+            None => self.catalog.load(name_or_path, &self.registry),
+        };
+        result.map_err(|e| anyhow::anyhow!("{e}"))
     }
 }
 

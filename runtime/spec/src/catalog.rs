@@ -72,10 +72,15 @@ impl Catalog {
     fn load_at(&self, name_or_path: &str, registry: &Registry, depth: u32) -> Result<GraphDef, SpecErrors> {
         let path = self.resolve(name_or_path).ok_or_else(|| {
             let known: Vec<&str> = self.names().collect();
+            let known = if known.is_empty() {
+                "none found in the definition directories".to_string()
+            } else {
+                known.join(", ")
+            };
             SpecError::at(
                 name_or_path,
                 Loc { line: 1, column: 1 },
-                format!("unknown graph `{name_or_path}` (known: {})", known.join(", ")),
+                format!("unknown graph `{name_or_path}` (known: {known})"),
             )
         })?;
         let file = path.display().to_string();

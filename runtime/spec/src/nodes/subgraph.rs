@@ -39,7 +39,17 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
         .catalog
         .ok_or_else(|| f.err(at, "subgraphs need a catalog of definitions to look `graph` up in"))?;
     let graph = catalog.compile_nested(name, ctx.registry, ctx.depth + 1).map_err(|e| {
-        let detail = e.0.first().map(|e| e.to_string()).unwrap_or_default();
+        // An error inside the subgraph's file keeps its location; a missing graph is just named.
+        let detail =
+            e.0.first()
+                .map(|e| {
+                    if e.file == name {
+                        e.message.clone()
+                    } else {
+                        e.to_string()
+                    }
+                })
+                .unwrap_or_default();
         f.err(at, format!("subgraph `{name}`: {detail}"))
     })?;
     let input = match f.opt("input") {
