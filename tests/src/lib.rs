@@ -1,6 +1,8 @@
 //! Test support for the end-to-end tests: a fresh Postgres database per test,
 //! private Redis servers, and a runner for the real `crewgraph` binary.
 
+pub mod openai_server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

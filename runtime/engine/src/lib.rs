@@ -22,6 +22,7 @@ pub mod runtime;
 pub mod state;
 pub mod task;
 pub mod tool;
+pub mod usage;
 
 pub use channel::{ChannelSpec, Reducer};
 pub use checkpoint::{Blob, ChannelBlob, Checkpoint, CheckpointSource, Checkpointer, Retention};

@@ -14,6 +14,7 @@ use crate::event::{Event, EventSink};
 use crate::executor::{Executor, Outcome};
 use crate::graph::Graph;
 use crate::runs::{Approval, ApprovalStatus, Decision, Run, RunStatus, RunStore};
+use crate::usage::UsageTally;
 
 /// The run lifecycle on top of a checkpointer and a run store.
 #[derive(Clone)]
@@ -66,12 +67,14 @@ impl Runtime {
         // The input checkpoint, written next and committed synchronously, makes the record durable.
         self.runs.create_run_deferred(&run).await?;
         self.emit(Event::new("run.started", &run.id, &run.thread_id).data(json!({"graph": run.graph})));
-        let mut exec = Executor::new(graph.clone(), self.checkpointer.clone(), self.events.clone(), &run.id);
+        let tally = Arc::new(UsageTally::new(self.events.clone(), &run.id));
+        let mut exec = Executor::new(graph.clone(), self.checkpointer.clone(), tally.clone(), &run.id);
         exec.new_thread = new_thread;
         if let Some(c) = cancel {
             exec.cancel = c;
         }
         let outcome = exec.invoke(&run.thread_id, Some(&input), &HashMap::new()).await;
+        run.usage = tally.merged_into(&run.usage);
         self.settle(&graph, run, outcome).await
     }
 
@@ -115,7 +118,8 @@ impl Runtime {
         let kind = if first { "run.started" } else { "run.resumed" };
         self.emit(Event::new(kind, &run.id, &run.thread_id).data(json!({"graph": run.graph})));
 
-        let mut exec = Executor::new(graph.clone(), self.checkpointer.clone(), self.events.clone(), &run.id);
+        let tally = Arc::new(UsageTally::new(self.events.clone(), &run.id));
+        let mut exec = Executor::new(graph.clone(), self.checkpointer.clone(), tally.clone(), &run.id);
         if let Some(c) = cancel {
             exec.cancel = c;
         }
@@ -124,6 +128,7 @@ impl Runtime {
             _ => None,
         };
         let outcome = exec.invoke_from(&run.thread_id, latest, input.as_ref(), &resume).await;
+        run.usage = tally.merged_into(&run.usage);
         self.settle(&graph, run, outcome).await
     }
 

@@ -134,6 +134,16 @@ pub fn parse_graph(
             }
         }
     }
+    let models = match f.opt("models") {
+        Some(section) => match crate::models::read(file, section) {
+            Ok(m) => m,
+            Err(e) => {
+                errors.push(e);
+                Default::default()
+            }
+        },
+        None => Default::default(),
+    };
     let ctx = BuildCtx {
         file,
         channels: &channel_names,
@@ -141,6 +151,7 @@ pub fn parse_graph(
         catalog,
         depth,
         tools: &tools,
+        models: &models,
     };
     for (key, decl) in entries {
         node_locs.push((key.name.clone(), key.loc));

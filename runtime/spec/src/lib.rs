@@ -10,6 +10,7 @@ pub mod diagram;
 pub mod error;
 pub mod graph_file;
 pub mod http_tool;
+pub mod models;
 pub mod nodes;
 pub mod template;
 pub mod yaml;

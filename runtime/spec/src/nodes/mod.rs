@@ -2,6 +2,7 @@
 //! builds an engine [`Node`]. Later crates register `llm`, `agent`, `retrieve`.
 
 mod approval;
+mod llm;
 mod map;
 mod set;
 mod subgraph;
@@ -26,6 +27,8 @@ pub struct BuildCtx<'a> {
     pub catalog: Option<&'a Catalog>,
     /// Tools declared in the file's `tools:` section, by name.
     pub tools: &'a BTreeMap<String, Arc<dyn crewgraph_engine::Tool>>,
+    /// Models declared in the file's `models:` section, by name.
+    pub models: &'a crate::models::Models,
     /// Subgraph nesting depth, to refuse a graph that includes itself.
     pub depth: u32,
 }
@@ -56,7 +59,7 @@ impl Default for Registry {
 }
 
 impl Registry {
-    /// The kinds that need no model: `set`, `approval`, `map`, `subgraph`, `tool`.
+    /// The built-in kinds: `set`, `approval`, `map`, `subgraph`, `tool`, `llm`.
     pub fn builtin() -> Self {
         let mut r = Registry { kinds: BTreeMap::new() };
         r.register("set", set::build);
@@ -64,6 +67,7 @@ impl Registry {
         r.register("map", map::build);
         r.register("subgraph", subgraph::build);
         r.register("tool", tool::build);
+        r.register("llm", llm::build);
         r
     }
 
