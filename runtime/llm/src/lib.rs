@@ -16,6 +16,7 @@ pub mod ratelimit;
 pub mod retry;
 pub mod scripted;
 pub mod tokens;
+pub mod tools;
 pub mod types;
 
 pub use error::LlmError;

@@ -169,3 +169,71 @@ async fn a_hanging_server_times_out() {
     assert_eq!(server.request_count(), 2);
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+fn weather_tool() -> ToolSpec {
+    ToolSpec {
+        name: "weather".into(),
+        description: "Weather for a city.".into(),
+        parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
+    }
+}
+
+#[tokio::test]
+async fn tool_choice_uses_native_calls_or_falls_back_to_a_schema() {
+    use crewgraph_llm::tools::{Choice, NativeSupport, ToolMode, choose};
+    let native = json!({"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": [{"index": 0,
+        "message": {"role": "assistant", "content": null, "tool_calls": [{"id": "call_9", "type": "function",
+        "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}}]}, "finish_reason": "tool_calls"}]});
+    let server = OpenAiServer::start(vec![Reply::Json {
+        status: 200,
+        body: native,
+        headers: vec![],
+    }])
+    .await;
+    let model = OpenAiModel::new(profile(&server, false)).unwrap();
+    let support = NativeSupport::default();
+    let msgs = [Message::user("weather in Oslo?")];
+    let (choice, _, _) = choose(&model, &support, ToolMode::Auto, &msgs, &[weather_tool()], None)
+        .await
+        .unwrap();
+    let Choice::Calls(calls) = choice else {
+        panic!("expected a call")
+    };
+    assert_eq!(
+        (calls[0].id.as_str(), &calls[0].arguments),
+        ("call_9", &json!({"city": "Oslo"}))
+    );
+    assert_eq!(server.request_count(), 1);
+
+    // A server that answers tools with text (SmolLM2 on llama-server): the schema fallback picks the tool,
+    // and from then on the model is asked with the schema straight away.
+    let server = OpenAiServer::start(vec![
+        Reply::text("I would check the weather."),
+        Reply::text(r#"{"tool": "weather", "arguments": {"city": "Oslo"}}"#),
+        Reply::text(r#"{"final_answer": "Sunny"}"#),
+    ])
+    .await;
+    let model = OpenAiModel::new(profile(&server, false)).unwrap();
+    let support = NativeSupport::default();
+    let (choice, message, usage) = choose(&model, &support, ToolMode::Auto, &msgs, &[weather_tool()], None)
+        .await
+        .unwrap();
+    assert!(
+        matches!(choice, Choice::Calls(ref c) if c[0].arguments == json!({"city": "Oslo"})),
+        "{choice:?}"
+    );
+    assert_eq!(message.tool_calls.len(), 1);
+    assert_eq!(usage.prompt_tokens, 22, "both calls counted");
+    let constrained = server.requests.lock().unwrap()[1].clone();
+    assert_eq!(constrained["response_format"]["json_schema"]["name"], "next_action");
+    assert!(constrained.get("tools").is_none());
+    let (choice, _, _) = choose(&model, &support, ToolMode::Auto, &msgs, &[weather_tool()], None)
+        .await
+        .unwrap();
+    assert_eq!(choice, Choice::Final("Sunny".into()));
+    assert_eq!(
+        server.request_count(),
+        3,
+        "no native attempt once the server is known not to call tools"
+    );
+}
