@@ -40,6 +40,21 @@ impl Reply {
         }
     }
 
+    /// A complete answer that calls one tool natively.
+    pub fn tool_call(name: &str, arguments: Value) -> Self {
+        Reply::Json {
+            status: 200,
+            body: json!({
+                "id": "cmpl-2", "object": "chat.completion", "created": 1, "model": "scripted-model",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "tool_calls": [
+                    {"id": format!("call_{name}"), "type": "function", "function": {"name": name, "arguments": arguments.to_string()}}
+                ]}, "finish_reason": "tool_calls"}],
+                "usage": {"prompt_tokens": 30, "completion_tokens": 9, "total_tokens": 39}
+            }),
+            headers: vec![],
+        }
+    }
+
     /// An error status with an OpenAI-style error body.
     pub fn error(status: u16, retry_after: Option<&str>) -> Self {
         Reply::Json {

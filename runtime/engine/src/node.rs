@@ -26,6 +26,9 @@ pub struct NodeContext {
     pub index: u32,
     /// The reviewer's decision when the task resumes after an interrupt.
     pub resume: Option<Value>,
+    /// The payload of the interrupt the decision answers: what the node asked
+    /// with, so it can pick up where it stopped without redoing work.
+    pub asked: Option<Value>,
     pub attempt: u32,
     pub cancel: CancellationToken,
     pub events: Arc<dyn EventSink>,

@@ -23,7 +23,8 @@ pub enum ToolMode {
     Schema,
 }
 
-/// What the model decided this turn.
+/// What the model decided this turn. With the schema fallback the returned
+/// message has no `tool_calls`; answer its calls with user messages.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Choice {
     Final(String),
@@ -177,11 +178,9 @@ pub async fn choose(
         // does not emit tool calls, so skip straight to the schema from now on.
         support.0.store(SCHEMA_ONLY, Ordering::Relaxed);
     }
-    let mut message = r.message;
-    if let Choice::Calls(calls) = &choice {
-        message.tool_calls = calls.clone();
-    }
-    Ok((choice, message, usage))
+    // The message stays plain text (the JSON the model wrote): a server without
+    // native tool calls may not accept `tool_calls` / `tool` messages back.
+    Ok((choice, r.message, usage))
 }
 
 fn add(total: &mut Usage, more: Usage) {

@@ -34,6 +34,8 @@ pub struct HttpTool {
     bearer_env: Option<String>,
     timeout: Duration,
     requires_approval: bool,
+    /// JSON Schema of the arguments, shown to models and checked before calls.
+    schema: Value,
 }
 
 fn client() -> &'static reqwest::Client {
@@ -59,6 +61,15 @@ pub fn declare(
     let mut f = Fields::new(file, decl, &what)?;
     let description = f.opt_str("description")?.unwrap_or("").to_string();
     let requires_approval = f.opt_bool("requires_approval")?.unwrap_or(false);
+    let schema = match f.opt("args_schema") {
+        Some(at) => {
+            let schema = at.to_json();
+            jsonschema::validator_for(&schema)
+                .map_err(|e| f.err(at, format!("`args_schema` is not a valid JSON Schema: {e}")))?;
+            schema
+        }
+        None => serde_json::json!({"type": "object"}),
+    };
     let http = f.req("http")?;
     let mut h = Fields::new(file, http, "`http`")?;
     let method_at = h.opt("method");
@@ -100,6 +111,7 @@ pub fn declare(
         bearer_env,
         timeout,
         requires_approval,
+        schema,
     }))
 }
 
@@ -135,7 +147,7 @@ impl Tool for HttpTool {
     }
 
     fn schema(&self) -> Value {
-        serde_json::json!({"type": "object"})
+        self.schema.clone()
     }
 
     fn requires_approval(&self) -> bool {

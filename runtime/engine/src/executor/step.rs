@@ -55,6 +55,7 @@ impl Executor {
                 ))
             })?;
             let mut resume_value = None;
+            let mut asked = None;
             match saved.get(&task_id) {
                 Some(r) if r.interrupt.is_none() => {
                     step.results[pos] = Some(r.clone());
@@ -72,7 +73,10 @@ impl Executor {
                         .clone()
                         .unwrap_or_else(|| unreachable_interrupt(&task_id, &task.node));
                     match resume.get(&interrupt.id) {
-                        Some(d) => resume_value = Some(serde_json::to_value(d).unwrap_or(Value::Null)),
+                        Some(d) => {
+                            resume_value = Some(serde_json::to_value(d).unwrap_or(Value::Null));
+                            asked = Some(interrupt.payload.clone());
+                        }
                         None => {
                             step.waiting.push(interrupt);
                             continue;
@@ -117,6 +121,7 @@ impl Executor {
                 input: task.input.clone(),
                 index: task.index,
                 resume: resume_value,
+                asked,
                 attempt: 1,
                 cancel: self.cancel.child_token(),
                 events: self.events.clone(),

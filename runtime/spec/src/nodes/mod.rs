@@ -1,6 +1,7 @@
 //! The node-kind registry: each kind reads its own keys from the YAML and
 //! builds an engine [`Node`]. Later crates register `llm`, `agent`, `retrieve`.
 
+mod agent;
 mod approval;
 mod llm;
 mod map;
@@ -59,7 +60,7 @@ impl Default for Registry {
 }
 
 impl Registry {
-    /// The built-in kinds: `set`, `approval`, `map`, `subgraph`, `tool`, `llm`.
+    /// The built-in kinds: `set`, `approval`, `map`, `subgraph`, `tool`, `llm`, `agent`.
     pub fn builtin() -> Self {
         let mut r = Registry { kinds: BTreeMap::new() };
         r.register("set", set::build);
@@ -68,6 +69,7 @@ impl Registry {
         r.register("subgraph", subgraph::build);
         r.register("tool", tool::build);
         r.register("llm", llm::build);
+        r.register("agent", agent::build);
         r
     }
 

@@ -1,0 +1,343 @@
+//! `agent`: a ReAct loop. The model reasons with the agent's role, goal and
+//! backstory, calls tools until it gives a final answer, and writes it to a
+//! channel.
+//!
+//! - `max_iter` is strict: at the limit the model is asked for its final
+//!   answer with no tools offered.
+//! - A repeated identical call is refused (the model is told to use the result
+//!   it has); results are cached within the run, failures never are.
+//! - Arguments are checked against the tool's JSON Schema first; a bad call goes
+//!   back to the model as an error message.
+//! - A tool with `requires_approval` pauses the run with the exact call. The
+//!   conversation travels in the interrupt, so the resumed agent carries on
+//!   from the decision without asking the model again.
+//! - `max_rpm` limits this agent's model calls per minute.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use crewgraph_engine::{Node, NodeContext, NodeError, NodeOutput, Tool, ToolCall as EngineToolCall};
+use crewgraph_llm::ratelimit::RateLimiter;
+use crewgraph_llm::tools::{Choice, NativeSupport, ToolMode, check_call, choose};
+use crewgraph_llm::{ChatModel, ChatRequest, Message, ToolCall, ToolSpec};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::tool::builtin_tool;
+use super::{BuildCtx, BuiltNode, template};
+use crate::error::SpecError;
+use crate::template::{Scope, ValueTemplate};
+use crate::yaml::Fields;
+
+pub struct AgentNode {
+    model: Arc<dyn ChatModel>,
+    role: String,
+    goal: ValueTemplate,
+    backstory: Option<ValueTemplate>,
+    task: ValueTemplate,
+    expected_output: Option<ValueTemplate>,
+    tools: Vec<Arc<dyn Tool>>,
+    max_iter: u32,
+    mode: ToolMode,
+    limiter: RateLimiter,
+    support: NativeSupport,
+    /// (run, tool, arguments) -> result, for successful calls only.
+    cache: Mutex<HashMap<(String, String, String), Value>>,
+    into: String,
+}
+
+/// The conversation so far; saved in a tool-approval interrupt.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Progress {
+    messages: Vec<Message>,
+    iterations: u32,
+    /// `(tool, arguments)` already called.
+    called: Vec<(String, String)>,
+    /// Calls of the current turn not yet answered, the first awaiting approval.
+    pending: Vec<ToolCall>,
+    /// Whether this turn's calls came natively (answered with `tool` messages).
+    native: bool,
+}
+
+pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecError> {
+    let model = super::llm::pick_model(f, ctx)?;
+    let role = f.req_str("role")?.to_string();
+    let goal_at = f.req("goal")?;
+    let goal = template(f, goal_at, ctx.channels)?;
+    let backstory = match f.opt("backstory") {
+        Some(b) => Some(template(f, b, ctx.channels)?),
+        None => None,
+    };
+    let task_at = f.req("task")?;
+    let task = template(f, task_at, ctx.channels)?;
+    let expected_output = match f.opt("expected_output") {
+        Some(e) => Some(template(f, e, ctx.channels)?),
+        None => None,
+    };
+    let mut tools = Vec::new();
+    for name in f.opt_strings("tools")?.unwrap_or_default() {
+        let tool = ctx
+            .tools
+            .get(&name)
+            .cloned()
+            .or_else(|| builtin_tool(&name))
+            .ok_or_else(|| {
+                let at = f.node.get("tools").unwrap_or(f.node);
+                f.err(
+                    at,
+                    format!("unknown tool `{name}` (declare it under `tools:` or use a built-in)"),
+                )
+            })?;
+        tools.push(tool);
+    }
+    let max_iter = f.opt_u64("max_iter")?.unwrap_or(15).clamp(1, 100) as u32;
+    let max_rpm = f.opt_u64("max_rpm")?.map(|r| r.min(u32::MAX as u64) as u32);
+    let mode = match f.opt("tool_calling") {
+        None => ToolMode::Auto,
+        Some(at) => match at.as_str() {
+            Some("auto") => ToolMode::Auto,
+            Some("native") => ToolMode::Native,
+            Some("json_schema") => ToolMode::Schema,
+            _ => return Err(f.err(at, "`tool_calling`: expected `auto`, `native` or `json_schema`")),
+        },
+    };
+    let into_at = f.req("into")?;
+    let into = f.req_str("into")?.to_string();
+    if !ctx.channels.contains(&into) {
+        return Err(f.err(into_at, format!("`into` names unknown channel `{into}`")));
+    }
+    Ok(BuiltNode::new(Arc::new(AgentNode {
+        model,
+        role,
+        goal,
+        backstory,
+        task,
+        expected_output,
+        tools,
+        max_iter,
+        mode,
+        limiter: RateLimiter::new(max_rpm),
+        support: NativeSupport::default(),
+        cache: Mutex::new(HashMap::new()),
+        into,
+    })))
+}
+
+fn text(v: Value) -> String {
+    match v {
+        Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+impl AgentNode {
+    fn specs(&self) -> Vec<ToolSpec> {
+        self.tools
+            .iter()
+            .map(|t| ToolSpec {
+                name: t.name().into(),
+                description: t.description().into(),
+                parameters: t.schema(),
+            })
+            .collect()
+    }
+
+    fn opening(&self, ctx: &NodeContext) -> Result<Vec<Message>, NodeError> {
+        let scope = Scope::of_task(ctx);
+        let render = |t: &ValueTemplate| t.render(&scope).map(text).map_err(NodeError::fatal);
+        let mut persona = format!("You are {}. Your goal: {}", self.role, render(&self.goal)?);
+        if let Some(b) = &self.backstory {
+            persona.push_str(&format!("\n{}", render(b)?));
+        }
+        let mut task = render(&self.task)?;
+        if let Some(e) = &self.expected_output {
+            task.push_str(&format!("\n\nExpected output: {}", render(e)?));
+        }
+        Ok(vec![Message::system(persona), Message::user(task)])
+    }
+
+    fn answer(&self, p: &mut Progress, call: &ToolCall, content: String) {
+        if p.native {
+            p.messages.push(Message::tool(&call.id, content));
+        } else {
+            p.messages
+                .push(Message::user(format!("Result of `{}`: {content}", call.name)));
+        }
+    }
+
+    async fn call_tool(&self, ctx: &NodeContext, p: &Progress, call: &ToolCall, index: usize) -> String {
+        let Some(tool) = self.tools.iter().find(|t| t.name() == call.name) else {
+            return format!("Error: there is no tool `{}`", call.name);
+        };
+        let key = (ctx.run_id.clone(), call.name.clone(), call.arguments.to_string());
+        if let Some(hit) = self.cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            ctx.emit("tool.cached", json!({"tool": call.name}));
+            return text(hit);
+        }
+        let id = EngineToolCall {
+            idempotency_key: format!("{}:{}:{index}", ctx.task_id, p.iterations),
+            run_id: ctx.run_id.clone(),
+            node: ctx.node.clone(),
+        };
+        ctx.emit("tool.started", json!({"tool": call.name, "args": call.arguments}));
+        let result = tool.call(call.arguments.clone(), &id).await;
+        ctx.emit("tool.finished", json!({"tool": call.name, "ok": result.is_ok()}));
+        match result {
+            Ok(v) => {
+                if let Ok(mut c) = self.cache.lock() {
+                    c.insert(key, v.clone());
+                }
+                text(v)
+            }
+            Err(e) => format!("Error: {}", e.message),
+        }
+    }
+
+    /// Answers the pending calls in order; stops at one that needs approval.
+    async fn work_through(&self, ctx: &NodeContext, p: &mut Progress) -> Result<Option<NodeOutput>, NodeError> {
+        let specs = self.specs();
+        while !p.pending.is_empty() {
+            let call = p.pending[0].clone();
+            let key = (call.name.clone(), call.arguments.to_string());
+            let reply = if p.called.contains(&key) {
+                format!(
+                    "You already called `{}` with these arguments; the result is above. Use it, or give your final answer.",
+                    call.name
+                )
+            } else if let Err(e) = check_call(&call, &specs) {
+                format!("Error: {e}. Call the tool again with valid arguments.")
+            } else if self
+                .tools
+                .iter()
+                .any(|t| t.name() == call.name && t.requires_approval())
+            {
+                return Ok(Some(NodeOutput::Interrupt {
+                    payload: json!({
+                        "tool": call.name,
+                        "args": call.arguments,
+                        "agent": self.role,
+                        "progress": p,
+                    }),
+                    actions: vec!["approve".into(), "reject".into(), "edit".into()],
+                    expires_in_s: None,
+                }));
+            } else {
+                p.called.push(key);
+                self.call_tool(ctx, p, &call, p.called.len()).await
+            };
+            p.pending.remove(0);
+            self.answer(p, &call, reply);
+        }
+        Ok(None)
+    }
+
+    /// After a decision on a call that needed approval: run it (approved or edited) or report the rejection.
+    async fn apply_decision(&self, ctx: &NodeContext, p: &mut Progress, decision: &Value) {
+        if p.pending.is_empty() {
+            return;
+        }
+        let mut call = p.pending.remove(0);
+        let reply = match decision.get("action").and_then(Value::as_str) {
+            Some("reject") => format!(
+                "A reviewer rejected this call{}.",
+                decision
+                    .get("comment")
+                    .and_then(Value::as_str)
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default()
+            ),
+            action => {
+                if action == Some("edit") {
+                    call.arguments = decision.get("value").cloned().unwrap_or(Value::Null);
+                }
+                match check_call(&call, &self.specs()) {
+                    Err(e) => format!("Error: {e}"),
+                    Ok(()) => {
+                        p.called.push((call.name.clone(), call.arguments.to_string()));
+                        self.call_tool(ctx, p, &call, p.called.len()).await
+                    }
+                }
+            }
+        };
+        self.answer(p, &call, reply);
+    }
+
+    fn finish(&self, ctx: &NodeContext, answer: String, p: &Progress) -> NodeOutput {
+        ctx.emit("agent.finished", json!({"iterations": p.iterations}));
+        let mut writes = Map::new();
+        writes.insert(self.into.clone(), Value::String(answer));
+        NodeOutput::writes(writes)
+    }
+
+    fn usage(&self, ctx: &NodeContext, u: crewgraph_llm::Usage) {
+        ctx.emit(
+            "llm.usage",
+            json!({"model": self.model.profile().name, "prompt_tokens": u.prompt_tokens,
+                   "completion_tokens": u.completion_tokens, "estimated": u.estimated}),
+        );
+    }
+}
+
+#[async_trait]
+impl Node for AgentNode {
+    fn kind(&self) -> &str {
+        "agent"
+    }
+
+    async fn run(&self, ctx: NodeContext) -> Result<NodeOutput, NodeError> {
+        let mut p = match (&ctx.asked, &ctx.resume) {
+            (Some(asked), Some(decision)) => {
+                let mut p: Progress = serde_json::from_value(asked.get("progress").cloned().unwrap_or_default())
+                    .map_err(|e| NodeError::fatal(format!("cannot resume the agent: {e}")))?;
+                self.apply_decision(&ctx, &mut p, decision).await;
+                p
+            }
+            _ => Progress {
+                messages: self.opening(&ctx)?,
+                ..Default::default()
+            },
+        };
+        if let Some(stop) = self.work_through(&ctx, &mut p).await? {
+            return Ok(stop);
+        }
+        let specs = self.specs();
+        loop {
+            self.limiter.acquire().await;
+            if p.iterations + 1 >= self.max_iter {
+                // The last iteration: no tools, a final answer.
+                p.messages.push(Message::user(
+                    "You have used your iterations. Give your final answer now.",
+                ));
+                let r = self
+                    .model
+                    .chat(
+                        &ChatRequest {
+                            messages: p.messages.clone(),
+                            ..Default::default()
+                        },
+                        None,
+                    )
+                    .await?;
+                self.usage(&ctx, r.usage);
+                p.iterations += 1;
+                return Ok(self.finish(&ctx, r.message.content, &p));
+            }
+            let (choice, message, usage) =
+                choose(self.model.as_ref(), &self.support, self.mode, &p.messages, &specs, None).await?;
+            self.usage(&ctx, usage);
+            p.iterations += 1;
+            match choice {
+                Choice::Final(answer) => return Ok(self.finish(&ctx, answer, &p)),
+                Choice::Calls(calls) => {
+                    p.native = !message.tool_calls.is_empty();
+                    p.messages.push(message);
+                    p.pending = calls;
+                    if let Some(stop) = self.work_through(&ctx, &mut p).await? {
+                        return Ok(stop);
+                    }
+                }
+            }
+        }
+    }
+}
