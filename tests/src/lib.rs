@@ -102,13 +102,16 @@ impl Cli {
     pub fn new(database_url: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("crewgraph-e2e-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(dir.join("graphs")).expect("temp dir");
-        let repo_graphs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../graphs");
-        for entry in std::fs::read_dir(repo_graphs).expect("graphs dir").flatten() {
-            let _ = std::fs::copy(entry.path(), dir.join("graphs").join(entry.file_name()));
+        std::fs::create_dir_all(dir.join("crews")).expect("temp dir");
+        for folder in ["graphs", "crews"] {
+            let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(folder);
+            for entry in std::fs::read_dir(repo).expect("definitions dir").flatten() {
+                let _ = std::fs::copy(entry.path(), dir.join(folder).join(entry.file_name()));
+            }
         }
         let env = vec![
             ("DATABASE_URL".into(), database_url.into()),
-            ("CREWGRAPH_DEFINITIONS".into(), "graphs".into()),
+            ("CREWGRAPH_DEFINITIONS".into(), "crews:graphs".into()),
             ("CREWGRAPH_FILE_TOOL_DIR".into(), dir.display().to_string()),
         ];
         Self { dir, env }

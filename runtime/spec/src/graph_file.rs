@@ -84,6 +84,9 @@ pub fn parse_graph(
     depth: u32,
 ) -> Result<GraphDef, SpecErrors> {
     let root = yaml::parse(file, text)?;
+    if root.get("tasks").is_some() && root.get("nodes").is_none() {
+        return crate::crew::compile(file, &root);
+    }
     let mut f = Fields::new(file, &root, "the graph")?;
     let name = f.req_str("name")?.to_string();
     let description = f.opt_str("description")?.map(str::to_string);

@@ -6,6 +6,7 @@
 //! the engine only; it knows nothing of storage or HTTP.
 
 pub mod catalog;
+pub mod crew;
 pub mod diagram;
 pub mod error;
 pub mod graph_file;

@@ -107,7 +107,7 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
     if !ctx.channels.contains(&into) {
         return Err(f.err(into_at, format!("`into` names unknown channel `{into}`")));
     }
-    Ok(BuiltNode::new(Arc::new(AgentNode {
+    let spec = AgentSpec {
         model,
         role,
         goal,
@@ -116,12 +116,46 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
         expected_output,
         tools,
         max_iter,
+        max_rpm,
         mode,
-        limiter: RateLimiter::new(max_rpm),
-        support: NativeSupport::default(),
-        cache: Mutex::new(HashMap::new()),
         into,
-    })))
+    };
+    Ok(BuiltNode::new(Arc::new(AgentNode::new(spec))))
+}
+
+/// Everything an agent node is made of (crews build these directly).
+pub struct AgentSpec {
+    pub model: Arc<dyn ChatModel>,
+    pub role: String,
+    pub goal: ValueTemplate,
+    pub backstory: Option<ValueTemplate>,
+    pub task: ValueTemplate,
+    pub expected_output: Option<ValueTemplate>,
+    pub tools: Vec<Arc<dyn Tool>>,
+    pub max_iter: u32,
+    pub max_rpm: Option<u32>,
+    pub mode: ToolMode,
+    pub into: String,
+}
+
+impl AgentNode {
+    pub fn new(s: AgentSpec) -> Self {
+        AgentNode {
+            model: s.model,
+            role: s.role,
+            goal: s.goal,
+            backstory: s.backstory,
+            task: s.task,
+            expected_output: s.expected_output,
+            tools: s.tools,
+            max_iter: s.max_iter.clamp(1, 100),
+            mode: s.mode,
+            limiter: RateLimiter::new(s.max_rpm),
+            support: NativeSupport::default(),
+            cache: Mutex::new(HashMap::new()),
+            into: s.into,
+        }
+    }
 }
 
 fn text(v: Value) -> String {

@@ -15,10 +15,12 @@ use crate::yaml::Fields;
 const ACTIONS: &[&str] = &["approve", "reject", "edit", "respond"];
 
 pub struct ApprovalNode {
-    payload: Option<ValueTemplate>,
-    actions: Vec<String>,
-    into: String,
-    expires_in_s: Option<u64>,
+    pub payload: Option<ValueTemplate>,
+    pub actions: Vec<String>,
+    pub into: String,
+    /// On `edit`, the reviewer's value also replaces this channel.
+    pub edit_into: Option<String>,
+    pub expires_in_s: Option<u64>,
 }
 
 pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecError> {
@@ -42,10 +44,21 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
         return Err(f.err(into_at, format!("`into` names unknown channel `{into}`")));
     }
     let expires_in_s = f.opt_u64("expires_in_s")?;
+    let edit_into = match f.opt("edit_into") {
+        None => None,
+        Some(at) => {
+            let c = at.as_str().unwrap_or_default();
+            if !ctx.channels.contains(c) {
+                return Err(f.err(at, format!("`edit_into` names unknown channel `{c}`")));
+            }
+            Some(c.to_string())
+        }
+    };
     Ok(BuiltNode::new(Arc::new(ApprovalNode {
         payload,
         actions,
         into,
+        edit_into,
         expires_in_s,
     })))
 }
@@ -77,6 +90,9 @@ impl Node for ApprovalNode {
                     m.entry("comment").or_insert(Value::Null);
                 }
                 let mut writes = Map::new();
+                if let (Some(target), Some("edit")) = (&self.edit_into, d.get("action").and_then(Value::as_str)) {
+                    writes.insert(target.clone(), d.get("value").cloned().unwrap_or(Value::Null));
+                }
                 writes.insert(self.into.clone(), if d.is_object() { d } else { json!({"action": d}) });
                 Ok(NodeOutput::writes(writes))
             }

@@ -1,8 +1,8 @@
 //! The node-kind registry: each kind reads its own keys from the YAML and
 //! builds an engine [`Node`]. Later crates register `llm`, `agent`, `retrieve`.
 
-mod agent;
-mod approval;
+pub mod agent;
+pub mod approval;
 mod llm;
 mod map;
 mod set;

@@ -1,0 +1,494 @@
+//! Crews (`crews/*.yaml`): agents and tasks, compiled to a graph so that
+//! checkpoints, approvals, streaming and the API work for crews unchanged.
+//!
+//! Each task becomes an agent node writing a channel named after the task. A
+//! task depends on the tasks in its `context`, or else on the task before it;
+//! tasks whose dependencies are met together run in the same step (so
+//! independent tasks and `async_execution: true` run in parallel). A task with
+//! `human_input: true` is followed by an approval of its output: approve goes
+//! on, edit replaces the output, reject runs the task again with the
+//! reviewer's comment in its prompt. `{topic}` and `{{ topic }}` in texts are
+//! the crew's inputs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use crewgraph_engine::graph::Condition;
+use crewgraph_engine::{ChannelSpec, GraphBuilder, NodeSpec, Reducer};
+use crewgraph_llm::tools::ToolMode;
+use crewgraph_llm::{ChatModel, ModelProfile};
+use serde_json::json;
+
+use crate::error::{SpecError, SpecErrors};
+use crate::graph_file::GraphDef;
+use crate::nodes::agent::{AgentNode, AgentSpec};
+use crate::nodes::approval::ApprovalNode;
+use crate::nodes::builtin_tool;
+use crate::template::{Expr, ValueTemplate};
+use crate::yaml::{Fields, Kind, Loc, Yaml};
+
+struct Agent {
+    role: String,
+    goal: String,
+    backstory: Option<String>,
+    model: Arc<dyn ChatModel>,
+    tools: Vec<String>,
+    max_iter: u32,
+    max_rpm: Option<u32>,
+}
+
+struct Task {
+    name: String,
+    loc: Loc,
+    description: String,
+    expected_output: String,
+    agent: String,
+    agent_loc: Loc,
+    context: Option<Vec<String>>,
+    human_input: bool,
+    async_execution: bool,
+    tools: Option<Vec<String>>,
+}
+
+/// Rewrites CrewAI's `{topic}` and Jinja's `{{ topic }}` to `{{ state.topic }}`,
+/// collecting the input names it meets.
+pub fn interpolate(text: &str, inputs: &mut BTreeSet<String>) -> String {
+    let ident = |s: &str| {
+        !s.is_empty()
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !s.starts_with(|c: char| c.is_ascii_digit())
+    };
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('{') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(inner) = tail.strip_prefix("{{") {
+            if let Some(end) = inner.find("}}") {
+                let name = inner[..end].trim();
+                if ident(name) {
+                    inputs.insert(name.to_string());
+                    out.push_str(&format!("{{{{ state.{name} }}}}"));
+                } else {
+                    out.push_str(&tail[..end + 4]);
+                }
+                rest = &inner[end + 2..];
+                continue;
+            }
+        } else if let Some(end) = tail[1..].find('}') {
+            let name = &tail[1..1 + end];
+            if ident(name) {
+                inputs.insert(name.to_string());
+                out.push_str(&format!("{{{{ state.{name} }}}}"));
+                rest = &tail[end + 2..];
+                continue;
+            }
+        }
+        out.push('{');
+        rest = &tail[1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The model used when a crew declares none: the `OPENAI_MODEL_NAME` (or
+/// `MODEL`) model on the server of `OPENAI_BASE_URL`, as CrewAI does.
+fn default_model() -> Result<Arc<dyn ChatModel>, String> {
+    let name = std::env::var("OPENAI_MODEL_NAME")
+        .or_else(|_| std::env::var("MODEL"))
+        .unwrap_or_else(|_| "gpt-4o-mini".into());
+    crewgraph_llm::connect(&ModelProfile::new("default", &name)).map_err(|e| e.to_string())
+}
+
+pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
+    let mut f = Fields::new(file, root, "the crew")?;
+    let name = f.req_str("name")?.to_string();
+    let description = f.opt_str("description")?.map(str::to_string);
+    let _ = f.opt_bool("verbose")?;
+    if let Some(p) = f.opt("process") {
+        match p.as_str() {
+            Some("sequential") => {}
+            Some("hierarchical") => {
+                return Err(f.err(p, "`process: hierarchical` (a manager delegating to coworkers) is not supported yet; use `sequential`").into());
+            }
+            _ => return Err(f.err(p, "`process`: expected `sequential` or `hierarchical`").into()),
+        }
+    }
+    let models = match f.opt("models") {
+        Some(section) => crate::models::read(file, section)?,
+        None => Default::default(),
+    };
+    let mut inputs: BTreeSet<String> = BTreeSet::new();
+    let mut typed_inputs: Vec<ChannelSpec> = Vec::new();
+    if let Some(section) = f.opt("inputs") {
+        let entries = section
+            .entries()
+            .ok_or_else(|| f.err(section, "`inputs`: expected a mapping of input name to {type, default}"))?;
+        for (k, v) in entries {
+            let mut c = ChannelSpec::new(&k.name, Reducer::Replace);
+            match &v.kind {
+                Kind::Str(t) => c.r#type = Some(t.clone()),
+                Kind::Map(_) => {
+                    let what = format!("input `{}`", k.name);
+                    let mut i = Fields::new(file, v, &what)?;
+                    c.r#type = i.opt_str("type")?.map(str::to_string);
+                    c.default = i.opt("default").map(Yaml::to_json);
+                    i.opt("description");
+                    i.finish()?;
+                }
+                Kind::Null => {}
+                _ => return Err(f.err(v, "an input is a type name or {type, default}").into()),
+            }
+            inputs.insert(k.name.clone());
+            typed_inputs.push(c);
+        }
+    }
+    let channels_so_far: BTreeSet<String> = BTreeSet::new();
+    let mut tools = BTreeMap::new();
+    if let Some(section) = f.opt("tools") {
+        for (k, v) in section
+            .entries()
+            .ok_or_else(|| f.err(section, "`tools`: expected a mapping of tool name to tool"))?
+        {
+            tools.insert(
+                k.name.clone(),
+                crate::http_tool::declare(file, &k.name, v, &channels_so_far)?,
+            );
+        }
+    }
+
+    let agents_at = f.req("agents")?;
+    let mut agents: BTreeMap<String, Agent> = BTreeMap::new();
+    for (k, v) in agents_at
+        .entries()
+        .ok_or_else(|| f.err(agents_at, "`agents`: expected a mapping of agent name to agent"))?
+    {
+        agents.insert(k.name.clone(), read_agent(file, &k.name, v, &models, &tools)?);
+    }
+    let tasks_at = f.req("tasks")?;
+    let mut tasks: Vec<Task> = Vec::new();
+    for (k, v) in tasks_at
+        .entries()
+        .ok_or_else(|| f.err(tasks_at, "`tasks`: expected a mapping of task name to task"))?
+    {
+        tasks.push(read_task(file, &k.name, k.loc, v)?);
+    }
+    if tasks.is_empty() {
+        return Err(f.err(tasks_at, "the crew has no tasks").into());
+    }
+    f.finish()?;
+
+    // Check references and find each task's dependencies.
+    let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut previous: Option<String> = None;
+    for t in &tasks {
+        if !agents.contains_key(&t.agent) {
+            let known: Vec<&str> = agents.keys().map(String::as_str).collect();
+            return Err(SpecError::at(
+                file,
+                t.agent_loc,
+                format!(
+                    "task `{}` names unknown agent `{}` (agents: {})",
+                    t.name,
+                    t.agent,
+                    known.join(", ")
+                ),
+            )
+            .into());
+        }
+        let d = match &t.context {
+            Some(ctx) => {
+                for c in ctx {
+                    if !names.contains(c) || c == &t.name {
+                        return Err(SpecError::at(
+                            file,
+                            t.loc,
+                            format!("task `{}`: `context` names unknown task `{c}`", t.name),
+                        )
+                        .into());
+                    }
+                }
+                ctx.clone()
+            }
+            None if t.async_execution => vec![],
+            None => previous.clone().into_iter().collect(),
+        };
+        deps.insert(t.name.clone(), d);
+        if !t.async_execution {
+            previous = Some(t.name.clone());
+        }
+    }
+
+    // Texts -> templates over the state; inputs found there become channels.
+    let mut texts: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for t in &tasks {
+        texts.insert(
+            t.name.clone(),
+            (
+                interpolate(&t.description, &mut inputs),
+                interpolate(&t.expected_output, &mut inputs),
+            ),
+        );
+    }
+    let mut agent_texts: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
+    for (k, a) in &agents {
+        agent_texts.insert(
+            k.clone(),
+            (
+                interpolate(&a.goal, &mut inputs),
+                a.backstory.as_ref().map(|b| interpolate(b, &mut inputs)),
+            ),
+        );
+    }
+
+    let mut builder = GraphBuilder::new(&name);
+    let mut channels: BTreeSet<String> = BTreeSet::new();
+    for input in &inputs {
+        if names.contains(input) {
+            return Err(SpecError::at(
+                file,
+                root.loc,
+                format!("input `{input}` has the name of a task; rename one of them"),
+            )
+            .into());
+        }
+        let spec = typed_inputs
+            .iter()
+            .find(|c| &c.name == input)
+            .cloned()
+            .unwrap_or_else(|| ChannelSpec::new(input, Reducer::Replace));
+        channels.insert(input.clone());
+        builder = builder.channel(spec);
+    }
+    for t in &tasks {
+        channels.insert(t.name.clone());
+        builder = builder.channel(ChannelSpec {
+            r#type: Some("string".into()),
+            ..ChannelSpec::new(&t.name, Reducer::Replace)
+        });
+        if t.human_input {
+            channels.insert(review(&t.name));
+            builder = builder.channel(ChannelSpec::new(review(&t.name), Reducer::Replace));
+        }
+    }
+    let compile_text = |text: &str, at: Loc| {
+        ValueTemplate::compile(&json!(text), &channels).map_err(|m| SpecErrors::from(SpecError::at(file, at, m)))
+    };
+    let human: BTreeSet<&str> = tasks
+        .iter()
+        .filter(|t| t.human_input)
+        .map(|t| t.name.as_str())
+        .collect();
+    let done = |t: &str| if human.contains(t) { review(t) } else { t.to_string() };
+
+    for t in &tasks {
+        let agent = &agents[&t.agent];
+        let (description, expected) = &texts[&t.name];
+        let mut prompt = description.clone();
+        for c in &deps[&t.name] {
+            prompt.push_str(&format!("\n\nContext from the task `{c}`:\n{{{{ state.{c} }}}}"));
+        }
+        if t.human_input {
+            let r = review(&t.name);
+            prompt.push_str(&format!(
+                "{{% if state.{r} and state.{r}.action == 'reject' %}}\n\nA reviewer rejected your previous answer:\n{{{{ state.{} }}}}\nTheir comment: {{{{ state.{r}.comment }}}}\nWrite a new answer that addresses it.{{% endif %}}",
+                t.name
+            ));
+        }
+        let (goal, backstory) = &agent_texts[&t.agent];
+        let tool_names = t.tools.clone().unwrap_or_else(|| agent.tools.clone());
+        let mut agent_tools = Vec::new();
+        for n in &tool_names {
+            agent_tools.push(tools.get(n).cloned().or_else(|| builtin_tool(n)).ok_or_else(|| {
+                SpecErrors::from(SpecError::at(
+                    file,
+                    t.loc,
+                    format!("task `{}` uses unknown tool `{n}`", t.name),
+                ))
+            })?);
+        }
+        let node = AgentNode::new(AgentSpec {
+            model: agent.model.clone(),
+            role: agent.role.clone(),
+            goal: compile_text(goal, t.loc)?,
+            backstory: backstory.as_deref().map(|b| compile_text(b, t.loc)).transpose()?,
+            task: compile_text(&prompt, t.loc)?,
+            expected_output: Some(compile_text(expected, t.loc)?),
+            tools: agent_tools,
+            max_iter: agent.max_iter,
+            max_rpm: agent.max_rpm,
+            mode: ToolMode::Auto,
+            into: t.name.clone(),
+        });
+        builder = builder.node(NodeSpec::new(&t.name, Arc::new(node)));
+        if t.human_input {
+            let r = review(&t.name);
+            let approval = ApprovalNode {
+                // The reviewer sees the task and its output.
+                payload: Some(ValueTemplate::Object(vec![
+                    ("task".into(), ValueTemplate::Literal(json!(t.name))),
+                    ("output".into(), ValueTemplate::Expr(format!("state.{}", t.name))),
+                ])),
+                actions: vec!["approve".into(), "reject".into(), "edit".into()],
+                into: r.clone(),
+                edit_into: Some(t.name.clone()),
+                expires_in_s: None,
+            };
+            builder = builder.node(NodeSpec::new(&r, Arc::new(approval)));
+            builder = builder.edge(&t.name, &r);
+            let redo = Expr::compile(&format!("state.{r}.action == 'reject'"), &channels)
+                .map_err(|m| SpecError::at(file, t.loc, m))?;
+            builder = builder.conditional_edge(&r, &t.name, Arc::new(redo));
+        }
+        if deps[&t.name].is_empty() {
+            builder = builder.entry(&t.name);
+        }
+        // Runs once every dependency is done (and approved, where a person reviews it).
+        let ready: Vec<String> = deps[&t.name]
+            .iter()
+            .map(|d| {
+                if human.contains(d.as_str()) {
+                    format!("(state.{} and state.{}.action != 'reject')", review(d), review(d))
+                } else {
+                    format!("state.{d}")
+                }
+            })
+            .collect();
+        for d in &deps[&t.name] {
+            let cond: Arc<dyn Condition> =
+                Arc::new(Expr::compile(&ready.join(" and "), &channels).map_err(|m| SpecError::at(file, t.loc, m))?);
+            builder = builder.conditional_edge(&done(d), &t.name, cond);
+        }
+    }
+    builder = builder.output(names.clone());
+    let graph = builder.build().map_err(|errs| {
+        SpecErrors(
+            errs.into_iter()
+                .map(|e| SpecError::at(file, root.loc, e.message))
+                .collect(),
+        )
+    })?;
+    Ok(GraphDef {
+        graph: Arc::new(graph),
+        file: file.to_string(),
+        description,
+    })
+}
+
+fn review(task: &str) -> String {
+    format!("review_{task}")
+}
+
+fn read_agent(
+    file: &str,
+    name: &str,
+    v: &Yaml,
+    models: &crate::models::Models,
+    tools: &BTreeMap<String, Arc<dyn crewgraph_engine::Tool>>,
+) -> Result<Agent, SpecError> {
+    let what = format!("agent `{name}`");
+    let mut f = Fields::new(file, v, &what)?;
+    let role = f.req_str("role")?.trim().to_string();
+    let goal = f.req_str("goal")?.trim().to_string();
+    let backstory = f.opt_str("backstory")?.map(|b| b.trim().to_string());
+    let model = match f.opt("llm") {
+        Some(at) => {
+            let m = at
+                .as_str()
+                .ok_or_else(|| f.err(at, "`llm`: expected a model name from `models:`"))?;
+            models.get(m).cloned().ok_or_else(|| {
+                let known: Vec<&str> = models.keys().map(String::as_str).collect();
+                f.err(at, format!("unknown model `{m}` (models: [{}])", known.join(", ")))
+            })?
+        }
+        None if models.len() == 1 => models.values().next().cloned().unwrap_or_else(|| unreachable!()),
+        None if models.is_empty() => default_model().map_err(|m| f.err(v, m))?,
+        None => return Err(f.err(v, format!("{what} needs `llm:` naming one of the crew's models"))),
+    };
+    let tool_names = f.opt_strings("tools")?.unwrap_or_default();
+    for t in &tool_names {
+        if !tools.contains_key(t) && builtin_tool(t).is_none() {
+            let at = v.get("tools").unwrap_or(v);
+            return Err(f.err(
+                at,
+                format!("unknown tool `{t}` (declare it under `tools:` or use a built-in)"),
+            ));
+        }
+    }
+    let max_iter = f.opt_u64("max_iter")?.unwrap_or(20).clamp(1, 100) as u32;
+    let max_rpm = f.opt_u64("max_rpm")?.map(|r| r.min(u32::MAX as u64) as u32);
+    let _ = f.opt_bool("allow_delegation")?;
+    let _ = f.opt_bool("verbose")?;
+    if let Some(at) = f.opt("memory")
+        && at.kind == Kind::Bool(true)
+    {
+        return Err(f.err(
+            at,
+            "`memory: true` needs the memory store, which this version does not have yet",
+        ));
+    }
+    f.finish()?;
+    Ok(Agent {
+        role,
+        goal,
+        backstory,
+        model,
+        tools: tool_names,
+        max_iter,
+        max_rpm,
+    })
+}
+
+fn read_task(file: &str, name: &str, loc: Loc, v: &Yaml) -> Result<Task, SpecError> {
+    let what = format!("task `{name}`");
+    let mut f = Fields::new(file, v, &what)?;
+    let description = f.req_str("description")?.trim().to_string();
+    let expected_output = f.req_str("expected_output")?.trim().to_string();
+    let agent_at = f.req("agent")?;
+    let agent = f.req_str("agent")?.to_string();
+    let context = f.opt_strings("context")?;
+    let human_input = f.opt_bool("human_input")?.unwrap_or(false);
+    let async_execution = f.opt_bool("async_execution")?.unwrap_or(false);
+    let tools = f.opt_strings("tools")?;
+    for key in ["output_schema", "guardrail"] {
+        if let Some(at) = f.opt(key) {
+            return Err(f.err(
+                at,
+                format!("`{key}` on crew tasks is not supported in this version yet"),
+            ));
+        }
+    }
+    f.finish()?;
+    Ok(Task {
+        name: name.to_string(),
+        loc,
+        description,
+        expected_output,
+        agent,
+        agent_loc: agent_at.loc,
+        context,
+        human_input,
+        async_execution,
+        tools,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crewai_and_jinja_placeholders_become_state_reads() {
+        let mut inputs = BTreeSet::new();
+        let t = interpolate(
+            "About {topic} for {{ audience }}; keep {{ state.x }} and {not an input} and {{'{'}}",
+            &mut inputs,
+        );
+        assert_eq!(
+            t,
+            "About {{ state.topic }} for {{ state.audience }}; keep {{ state.x }} and {not an input} and {{'{'}}"
+        );
+        assert_eq!(inputs.into_iter().collect::<Vec<_>>(), ["audience", "topic"]);
+    }
+}

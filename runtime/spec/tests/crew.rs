@@ -1,0 +1,204 @@
+//! Crews compile to graphs: sequential tasks with context, parallel tasks in
+//! one step, human review with reject-and-redo, placeholders from inputs.
+
+use std::sync::Arc;
+
+use crewgraph_engine::event::CollectSink;
+use crewgraph_engine::{
+    ApprovalStatus, Checkpointer, Decision, DecisionAction, MemoryStore, RunStatus, RunStore, Runtime,
+};
+use crewgraph_spec::{Registry, parse_graph};
+use crewgraph_tests::openai_server::{OpenAiServer, Reply};
+use serde_json::{Map, Value, json};
+
+fn crew(base_url: &str, tasks: &str) -> Arc<crewgraph_engine::Graph> {
+    let yaml = format!(
+        "name: test-crew
+models:
+  local: {{ base_url: \"{base_url}\", model: scripted-model, stream: false, max_retries: 0 }}
+agents:
+  researcher: {{ role: Researcher, goal: \"Research {{topic}}\", backstory: Careful. }}
+  writer: {{ role: Writer, goal: \"Write about {{{{ topic }}}}\" }}
+tasks:
+{tasks}"
+    );
+    parse_graph("crew.yaml", &yaml, &Registry::builtin(), None, 0)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .graph
+}
+
+fn runtime() -> (Runtime, Arc<MemoryStore>) {
+    let store = Arc::new(MemoryStore::new());
+    (
+        Runtime::new(store.clone(), store.clone(), Arc::new(CollectSink::default())),
+        store,
+    )
+}
+
+fn topic(t: &str) -> Map<String, Value> {
+    json!({"topic": t}).as_object().cloned().unwrap()
+}
+
+fn last_user(request: &Value) -> String {
+    request["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+const SEQUENTIAL: &str = "  research:
+    description: Find facts about {topic}.
+    expected_output: Three facts.
+    agent: researcher
+  report:
+    description: Write a report on {topic}.
+    expected_output: A paragraph.
+    agent: writer
+    human_input: true
+";
+
+#[tokio::test]
+async fn a_sequential_crew_with_review_redoes_on_reject_and_finishes_on_approve() {
+    let server = OpenAiServer::start(vec![
+        Reply::text("fact 1, fact 2"),
+        Reply::text("draft one"),
+        Reply::text("draft two"),
+    ])
+    .await;
+    let g = crew(&server.base_url, SEQUENTIAL);
+    let (rt, store) = runtime();
+    let run = rt.start(g.clone(), topic("tides"), None, None, None).await.unwrap();
+    assert_eq!(run.status, RunStatus::Waiting, "{}", run.error);
+    let r = server.requests.lock().unwrap().clone();
+    assert_eq!(
+        r[0]["messages"][0]["content"],
+        "You are Researcher. Your goal: Research tides\nCareful."
+    );
+    assert!(last_user(&r[1]).contains("Write a report on tides."));
+    assert!(
+        last_user(&r[1]).contains("Context from the task `research`:\nfact 1, fact 2"),
+        "{}",
+        last_user(&r[1])
+    );
+
+    let pending = store
+        .list_approvals(Some(ApprovalStatus::Pending), Some(&run.id))
+        .await
+        .unwrap();
+    assert_eq!(pending[0].payload, json!({"task": "report", "output": "draft one"}));
+    let reject = Decision {
+        action: DecisionAction::Reject,
+        value: None,
+        comment: Some("mention the moon".into()),
+    };
+    rt.decide(&pending[0].id, reject).await.unwrap();
+    let run = rt.execute(g.clone(), &run.id, None).await.unwrap();
+    assert_eq!(run.status, RunStatus::Waiting);
+    let redo = last_user(&server.requests.lock().unwrap()[2]);
+    assert!(
+        redo.contains("A reviewer rejected your previous answer:\ndraft one\nTheir comment: mention the moon"),
+        "{redo}"
+    );
+
+    let pending = store
+        .list_approvals(Some(ApprovalStatus::Pending), Some(&run.id))
+        .await
+        .unwrap();
+    assert_eq!(pending[0].payload["output"], "draft two");
+    rt.decide(
+        &pending[0].id,
+        Decision {
+            action: DecisionAction::Approve,
+            value: None,
+            comment: None,
+        },
+    )
+    .await
+    .unwrap();
+    let run = rt.execute(g, &run.id, None).await.unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{}", run.error);
+    assert_eq!(run.output, json!({"research": "fact 1, fact 2", "report": "draft two"}));
+    assert_eq!(server.request_count(), 3, "the research task ran once");
+    let history = store.list(&run.thread_id, None).await.unwrap();
+    let steps: Vec<Value> = history
+        .iter()
+        .rev()
+        .map(|c| c.metadata.get("nodes").cloned().unwrap_or_default())
+        .collect();
+    let expected = [
+        Value::Null,
+        json!(["research"]),
+        json!(["report"]),
+        json!(["review_report"]),
+        json!(["report"]),
+        json!(["review_report"]),
+    ];
+    assert_eq!(steps, expected, "the history shows each step");
+}
+
+#[tokio::test]
+async fn independent_tasks_run_in_one_step_and_their_dependent_once() {
+    let tasks =
+        "  a: { description: \"Part A of {topic}.\", expected_output: text, agent: researcher, async_execution: true }
+  b: { description: \"Part B of {topic}.\", expected_output: text, agent: researcher, async_execution: true }
+  c: { description: Combine., expected_output: text, agent: writer, context: [a, b] }
+";
+    let server = OpenAiServer::start(vec![Reply::text("x"), Reply::text("y"), Reply::text("both")]).await;
+    let (rt, store) = runtime();
+    let run = rt
+        .start(crew(&server.base_url, tasks), topic("t"), None, None, None)
+        .await
+        .unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{}", run.error);
+    assert_eq!(run.output["c"], "both");
+    let history = store.list(&run.thread_id, None).await.unwrap();
+    let ran: Vec<Value> = history
+        .iter()
+        .rev()
+        .map(|c| c.metadata.get("nodes").cloned().unwrap_or(Value::Null))
+        .collect();
+    assert_eq!(ran, [Value::Null, json!(["a", "b"]), json!(["c"])]);
+    let combine = last_user(&server.requests.lock().unwrap()[2]);
+    assert!(
+        combine.contains("Context from the task `a`") && combine.contains("Context from the task `b`"),
+        "{combine}"
+    );
+}
+
+#[test]
+fn crew_mistakes_are_located() {
+    let err = |tasks: &str| {
+        let yaml =
+            format!("name: c\nmodels:\n  m: {{ model: x }}\nagents:\n  a: {{ role: R, goal: G }}\ntasks:\n{tasks}");
+        parse_graph("c.yaml", &yaml, &Registry::builtin(), None, 0)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let e = err("  t: { description: d, expected_output: o, agent: a, extra: 1 }\n");
+    assert!(e.starts_with("c.yaml:7:54: task `t`: unknown key `extra`"), "{e}");
+    let e = err("  t: { description: d, expected_output: o, agent: nobody }\n");
+    assert!(
+        e.contains("unknown agent `nobody`") && e.starts_with("c.yaml:7:"),
+        "{e}"
+    );
+    let e = err("  t: { description: d, expected_output: o, agent: a, context: [ghost] }\n");
+    assert!(e.contains("`context` names unknown task `ghost`"), "{e}");
+}
+
+#[test]
+fn the_example_crew_compiles() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../crews");
+    let catalog = crewgraph_spec::Catalog::scan(&[dir]);
+    let def = catalog
+        .load("research-report", &Registry::builtin())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = def.graph.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["research", "report", "review_report"]);
+}
