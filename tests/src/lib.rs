@@ -30,14 +30,9 @@ impl TestDb {
         let admin = admin_url();
         let name = format!("cg_e2e_{}", uuid::Uuid::now_v7().simple());
         let mut conn = sqlx::PgConnection::connect(&admin).await?;
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await?;
         let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin);
-        Ok(Self {
-            url: format!("{base}/{name}"),
-            name,
-        })
+        Ok(Self { url: format!("{base}/{name}"), name })
     }
 
     pub async fn pool(&self) -> anyhow::Result<sqlx::PgPool> {
@@ -51,18 +46,13 @@ impl Drop for TestDb {
         let admin = admin_url();
         // Best effort, outside the test's runtime.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             rt.block_on(async {
                 let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
-                sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut conn)
-                .await
-                .ok()
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
             })
         })
         .join();
@@ -78,11 +68,7 @@ pub fn crewgraph_bin() -> PathBuf {
         }
     }
     let exe = std::env::current_exe().expect("test executable path");
-    let candidate = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("crewgraph"))
-        .expect("target dir");
+    let candidate = exe.parent().and_then(Path::parent).map(|d| d.join("crewgraph")).expect("target dir");
     assert!(
         candidate.is_file(),
         "crewgraph binary not found at {}: run `cargo build -p crewgraph-cli` first (tests/run.sh does)",
@@ -131,10 +117,7 @@ impl Cli {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(crewgraph_bin());
-        c.args(args)
-            .current_dir(&self.dir)
-            .env_remove("REDIS_URL")
-            .stdin(Stdio::null());
+        c.args(args).current_dir(&self.dir).env_remove("REDIS_URL").stdin(Stdio::null());
         for (k, v) in &self.env {
             c.env(k, v);
         }
@@ -146,11 +129,7 @@ impl Cli {
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
-        self.command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn crewgraph")
+        self.command(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn crewgraph")
     }
 
     /// Runs and parses stdout as JSON, failing with stderr on a bad exit.
@@ -206,29 +185,14 @@ impl RedisServer {
 
     pub fn start_on(port: u16) -> Self {
         let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (tests/run.sh installs it)");
-        let ok = wait_for(Duration::from_secs(5), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let ok = wait_for(Duration::from_secs(5), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
         assert!(ok, "redis-server did not start on {port}");
-        Self {
-            url: format!("redis://127.0.0.1:{port}"),
-            port,
-            child: Some(child),
-        }
+        Self { url: format!("redis://127.0.0.1:{port}"), port, child: Some(child) }
     }
 
     pub fn kill(&mut self) {
@@ -239,12 +203,8 @@ impl RedisServer {
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .arg("-p")
-            .arg(self.port.to_string())
-            .args(args)
-            .output()
-            .expect("redis-cli");
+        let out =
+            Command::new("redis-cli").arg("-p").arg(self.port.to_string()).args(args).output().expect("redis-cli");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 }
@@ -273,26 +233,15 @@ impl PgServer {
             .map(|e| e.path().join("bin"))
             .filter(|p| p.join("initdb").is_file())
             .max()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .ok()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).ok()?;
         let data = std::env::temp_dir().join(format!("crewgraph-pg-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&data).ok()?;
-        let server = Self {
-            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
-            data,
-            bin,
-            port,
-        };
+        let server = Self { url: format!("postgres://postgres@127.0.0.1:{port}/postgres"), data, bin, port };
         if is_root() {
             let _ = Command::new("chown").arg("postgres").arg(&server.data).status();
         }
         let ok = server
-            .as_owner(
-                &server.bin.join("initdb"),
-                &["-D", &server.data_str(), "-U", "postgres", "--auth=trust"],
-            )
+            .as_owner(&server.bin.join("initdb"), &["-D", &server.data_str(), "-U", "postgres", "--auth=trust"])
             .map(|o| o.status.success())
             .unwrap_or(false);
         assert!(ok, "initdb failed in {}", server.data.display());
@@ -306,11 +255,7 @@ impl PgServer {
 
     fn as_owner(&self, program: &Path, args: &[&str]) -> std::io::Result<Output> {
         if is_root() {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(program)
-                .args(args)
-                .output()
+            Command::new("runuser").args(["-u", "postgres", "--"]).arg(program).args(args).output()
         } else {
             Command::new(program).args(args).output()
         }
@@ -319,22 +264,14 @@ impl PgServer {
     fn pg_ctl_start(&self) {
         let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.data_str());
         let log = format!("{}/log", self.data_str());
-        let out = self.as_owner(
-            &self.bin.join("pg_ctl"),
-            &["-D", &self.data_str(), "-l", &log, "-w", "-o", &opts, "start"],
-        );
-        assert!(
-            out.map(|o| o.status.success()).unwrap_or(false),
-            "pg_ctl start failed (see {log})"
-        );
+        let out =
+            self.as_owner(&self.bin.join("pg_ctl"), &["-D", &self.data_str(), "-l", &log, "-w", "-o", &opts, "start"]);
+        assert!(out.map(|o| o.status.success()).unwrap_or(false), "pg_ctl start failed (see {log})");
     }
 
     /// Stops the server at once, as a crash would (`-m immediate`).
     pub fn kill(&self) {
-        let _ = self.as_owner(
-            &self.bin.join("pg_ctl"),
-            &["-D", &self.data_str(), "-m", "immediate", "stop"],
-        );
+        let _ = self.as_owner(&self.bin.join("pg_ctl"), &["-D", &self.data_str(), "-m", "immediate", "stop"]);
     }
 
     pub fn restart(&self) {
@@ -350,9 +287,5 @@ impl Drop for PgServer {
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }

@@ -13,11 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 #[derive(Clone, Debug)]
 pub enum Reply {
     /// A JSON body with a status and extra headers.
-    Json {
-        status: u16,
-        body: Value,
-        headers: Vec<(String, String)>,
-    },
+    Json { status: u16, body: Value, headers: Vec<(String, String)> },
     /// `200` with these SSE chunks, then `data: [DONE]`.
     Stream(Vec<Value>),
     /// A raw body (malformed JSON, say).
@@ -60,9 +56,7 @@ impl Reply {
         Reply::Json {
             status,
             body: json!({"error": {"message": format!("scripted {status}"), "type": "server_error", "param": null, "code": null}}),
-            headers: retry_after
-                .map(|r| vec![("retry-after".to_string(), r.to_string())])
-                .unwrap_or_default(),
+            headers: retry_after.map(|r| vec![("retry-after".to_string(), r.to_string())]).unwrap_or_default(),
         }
     }
 
@@ -75,10 +69,8 @@ impl Reply {
                             "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": null}]})
             })
             .collect();
-        chunks.push(
-            json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "scripted-model",
-                           "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
-        );
+        chunks.push(json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "scripted-model",
+                           "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}));
         chunks.push(json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "scripted-model", "choices": [],
                            "usage": {"prompt_tokens": 20, "completion_tokens": parts.len(), "total_tokens": 20 + parts.len()}}));
         Reply::Stream(chunks)
@@ -107,12 +99,7 @@ impl OpenAiServer {
                 tokio::spawn(async move { serve(sock, q, log).await });
             }
         });
-        Self {
-            base_url: format!("http://127.0.0.1:{port}/v1"),
-            replies,
-            requests,
-            task,
-        }
+        Self { base_url: format!("http://127.0.0.1:{port}/v1"), replies, requests, task }
     }
 
     pub fn push(&self, reply: Reply) {
@@ -144,9 +131,7 @@ async fn serve(mut sock: tokio::net::TcpStream, replies: Arc<Mutex<VecDeque<Repl
             let len = text
                 .lines()
                 .find_map(|l| {
-                    l.to_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    l.to_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))
                 })
                 .unwrap_or(0);
             if buf.len() >= end + 4 + len {
@@ -154,14 +139,8 @@ async fn serve(mut sock: tokio::net::TcpStream, replies: Arc<Mutex<VecDeque<Repl
             }
         }
     };
-    log.lock()
-        .expect("lock")
-        .push(serde_json::from_str(&body).unwrap_or(Value::String(body)));
-    let reply = replies
-        .lock()
-        .expect("lock")
-        .pop_front()
-        .unwrap_or(Reply::error(500, None));
+    log.lock().expect("lock").push(serde_json::from_str(&body).unwrap_or(Value::String(body)));
+    let reply = replies.lock().expect("lock").pop_front().unwrap_or(Reply::error(500, None));
     let out = match reply {
         Reply::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;

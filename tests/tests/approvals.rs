@@ -9,14 +9,7 @@ async fn approval_resumes_in_a_new_process_and_refuses_a_second_decision() {
     let db = TestDb::new().await.unwrap();
     let cli = Cli::new(&db.url);
 
-    let out = cli.run(&[
-        "run",
-        "review-publish",
-        "--input",
-        "topic=durability",
-        "--non-interactive",
-        "--json",
-    ]);
+    let out = cli.run(&["run", "review-publish", "--input", "topic=durability", "--non-interactive", "--json"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(run["status"], "waiting");
@@ -35,10 +28,7 @@ async fn approval_resumes_in_a_new_process_and_refuses_a_second_decision() {
     let out = cli.run(&["approvals", "reject", &first, "--comment", "cite sources", "--json"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let pending = cli.json(&["approvals", "list", "--json"]);
-    assert_eq!(
-        pending[0]["payload"]["draft"],
-        "Revised draft about durability (cite sources)"
-    );
+    assert_eq!(pending[0]["payload"]["draft"], "Revised draft about durability (cite sources)");
     let second = pending[0]["id"].as_str().unwrap().to_string();
     assert_ne!(first, second);
 

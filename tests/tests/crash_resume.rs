@@ -74,11 +74,7 @@ async fn kill_9_mid_fan_out_resumes_only_unfinished_tasks() {
     child.kill().unwrap(); // SIGKILL
     let _ = child.wait();
     let before = lines(&cli);
-    assert_eq!(
-        before.len(),
-        3,
-        "killed while the slow jobs were still sleeping: {before:?}"
-    );
+    assert_eq!(before.len(), 3, "killed while the slow jobs were still sleeping: {before:?}");
 
     let runs = cli.json(&["runs", "list", "--json"]);
     let run = &runs.as_array().unwrap()[0];
@@ -90,12 +86,8 @@ async fn kill_9_mid_fan_out_resumes_only_unfinished_tasks() {
     let done: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(done["status"], "succeeded");
     assert_eq!(done["output"]["total"], 5);
-    let mut names: Vec<String> = done["output"]["done"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    let mut names: Vec<String> =
+        done["output"]["done"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
     names.sort();
     assert_eq!(names, ["a", "b", "c", "x", "y"]);
 

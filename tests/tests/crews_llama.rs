@@ -13,24 +13,10 @@ async fn the_research_crew_runs_on_llama_cpp_with_a_review() {
     };
     let db = TestDb::new().await.unwrap();
     let cli = Cli::new(&db.url).with_env("OPENAI_BASE_URL", &llm);
-    let out = cli.run(&[
-        "run",
-        "research-report",
-        "--input",
-        "topic=tide pools",
-        "--non-interactive",
-        "--json",
-    ]);
+    let out = cli.run(&["run", "research-report", "--input", "topic=tide pools", "--non-interactive", "--json"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let run: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(
-        run["usage"]["by_node"]["research"]["completion_tokens"]
-            .as_u64()
-            .unwrap()
-            > 0,
-        "{}",
-        run["usage"]
-    );
+    assert!(run["usage"]["by_node"]["research"]["completion_tokens"].as_u64().unwrap() > 0, "{}", run["usage"]);
 
     let pending = cli.json(&["approvals", "list", "--json"]);
     assert_eq!(pending[0]["payload"]["task"], "report");

@@ -47,19 +47,12 @@ async fn a_database_crash_mid_run_loses_nothing_and_the_run_resumes() {
         let runs: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         runs.as_array().map(|r| r.len()).unwrap_or(0)
     };
-    assert!(
-        wait_for(Duration::from_secs(10), || count() == 1),
-        "the run never started"
-    );
+    assert!(wait_for(Duration::from_secs(10), || count() == 1), "the run never started");
     std::thread::sleep(Duration::from_millis(400)); // a few steps in
     pg.kill();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("storage"),
-        "a clear storage error: {}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("storage"), "a clear storage error: {}", stderr(&out));
 
     pg.restart();
     let runs = cli.json(&["runs", "list", "--json"]);
@@ -73,18 +66,9 @@ async fn a_database_crash_mid_run_loses_nothing_and_the_run_resumes() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let done: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(done["status"], "succeeded");
-    assert_eq!(
-        done["output"]["log"],
-        serde_json::json!(["one", "two", "three", "four"]),
-        "each step applied once"
-    );
+    assert_eq!(done["output"]["log"], serde_json::json!(["one", "two", "three", "four"]), "each step applied once");
     let after = cli.json(&["threads", "history", &thread, "--json"]);
     assert_eq!(after.as_array().unwrap().len(), 9, "input + 8 steps");
-    let steps: Vec<i64> = after
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["step"].as_i64().unwrap())
-        .collect();
+    let steps: Vec<i64> = after.as_array().unwrap().iter().map(|c| c["step"].as_i64().unwrap()).collect();
     assert_eq!(steps, (0..9).rev().collect::<Vec<i64>>());
 }

@@ -27,18 +27,13 @@ async fn stopping_redis_mid_run_loses_nothing() {
     let db = TestDb::new().await.unwrap();
     let mut redis = RedisServer::start();
     let prefix = format!("cg-e2e-{}", uuid::Uuid::now_v7().simple());
-    let cli = Cli::new(&db.url)
-        .with_env("REDIS_URL", &redis.url)
-        .with_env("CREWGRAPH_REDIS_PREFIX", &prefix);
+    let cli = Cli::new(&db.url).with_env("REDIS_URL", &redis.url).with_env("CREWGRAPH_REDIS_PREFIX", &prefix);
     cli.write("graphs/slow-chain.yaml", &slow_chain(20, 60));
 
     let child = cli.spawn(&["run", "slow-chain", "--non-interactive", "--json"]);
     let pool = db.pool().await.unwrap();
     let count = || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM checkpoints")
-            .fetch_one(&pool)
-            .await
-            .unwrap_or(0);
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM checkpoints").fetch_one(&pool).await.unwrap_or(0);
         n
     };
     let mut reached = false;
@@ -50,10 +45,7 @@ async fn stopping_redis_mid_run_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(reached, "the run never got going");
-    assert!(
-        !redis.cli(&["--scan", "--pattern", &format!("{prefix}:*")]).is_empty(),
-        "the hot tier was in use"
-    );
+    assert!(!redis.cli(&["--scan", "--pattern", &format!("{prefix}:*")]).is_empty(), "the hot tier was in use");
     redis.kill();
 
     let out = child.wait_with_output().unwrap();
@@ -73,10 +65,7 @@ async fn flushing_redis_does_not_break_resume() {
 
     let out = cli.run(&["run", "review-publish", "--non-interactive", "--json"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(
-        wait_for(Duration::from_secs(1), || !redis.cli(&["--scan"]).is_empty()),
-        "the hot tier holds the thread"
-    );
+    assert!(wait_for(Duration::from_secs(1), || !redis.cli(&["--scan"]).is_empty()), "the hot tier holds the thread");
     assert_eq!(redis.cli(&["FLUSHALL"]), "OK");
 
     let pending = cli.json(&["approvals", "list", "--json"]);

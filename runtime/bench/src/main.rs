@@ -53,9 +53,7 @@ fn linear_yaml() -> String {
         "name: w1-linear\nstate:\n  items: { reducer: append }\n  count: { reducer: sum }\nentry: n0\nnodes:\n",
     );
     for i in 0..10 {
-        s.push_str(&format!(
-            "  n{i}: {{ kind: set, values: {{ items: \"item {i}\", count: 1 }} }}\n"
-        ));
+        s.push_str(&format!("  n{i}: {{ kind: set, values: {{ items: \"item {i}\", count: 1 }} }}\n"));
     }
     s.push_str("edges:\n");
     for i in 1..10 {
@@ -102,9 +100,7 @@ edges:
 }
 
 fn compile(text: &str) -> Result<Arc<Graph>> {
-    parse_graph("bench.yaml", text, &Registry::builtin(), None, 0)
-        .map(|d| d.graph)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    parse_graph("bench.yaml", text, &Registry::builtin(), None, 0).map(|d| d.graph).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -184,35 +180,17 @@ async fn w2(rt: &Runtime, parked: usize) -> Result<()> {
     let mut approvals = Vec::with_capacity(parked);
     let park_started = Instant::now();
     for i in 0..parked {
-        let input = json!({"topic": format!("t{i}")})
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
+        let input = json!({"topic": format!("t{i}")}).as_object().cloned().unwrap_or_default();
         let run = rt.start(g.clone(), input, None, None, None).await?;
-        anyhow::ensure!(
-            run.status == RunStatus::Waiting,
-            "expected waiting, got {:?}",
-            run.status
-        );
-        let pending = rt
-            .runs
-            .list_approvals(Some(crewgraph_engine::ApprovalStatus::Pending), Some(&run.id))
-            .await?;
+        anyhow::ensure!(run.status == RunStatus::Waiting, "expected waiting, got {:?}", run.status);
+        let pending = rt.runs.list_approvals(Some(crewgraph_engine::ApprovalStatus::Pending), Some(&run.id)).await?;
         approvals.push((run.id, pending.first().context("no approval")?.id.clone()));
     }
     let park_s = park_started.elapsed().as_secs_f64();
     let mut lat = Vec::with_capacity(parked);
     for (run_id, approval_id) in approvals {
         let started = Instant::now();
-        rt.decide(
-            &approval_id,
-            Decision {
-                action: DecisionAction::Approve,
-                value: None,
-                comment: None,
-            },
-        )
-        .await?;
+        rt.decide(&approval_id, Decision { action: DecisionAction::Approve, value: None, comment: None }).await?;
         let run = rt.execute(g.clone(), &run_id, None).await?;
         lat.push(ms(started.elapsed()));
         anyhow::ensure!(run.status == RunStatus::Succeeded, "resume failed: {}", run.error);

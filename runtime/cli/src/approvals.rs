@@ -88,26 +88,10 @@ async fn list(run: Option<String>, all: bool, json: bool) -> Result<u8> {
 
 async fn decide(action: DecisionAction, a: DecideArgs) -> Result<u8> {
     let local = Local::open().await?;
-    let sink: Arc<dyn crewgraph_engine::EventSink> = if a.quiet {
-        Arc::new(NullSink)
-    } else {
-        Arc::new(Progress)
-    };
+    let sink: Arc<dyn crewgraph_engine::EventSink> = if a.quiet { Arc::new(NullSink) } else { Arc::new(Progress) };
     let rt = local.runtime(sink);
-    let value = a
-        .value
-        .as_deref()
-        .map(|v| serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string())));
-    let approval = rt
-        .decide(
-            &a.id,
-            Decision {
-                action,
-                value,
-                comment: a.comment.clone(),
-            },
-        )
-        .await?;
+    let value = a.value.as_deref().map(|v| serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string())));
+    let approval = rt.decide(&a.id, Decision { action, value, comment: a.comment.clone() }).await?;
     eprintln!("approval {} decided: {}", approval.id, action.as_str());
     if a.no_resume {
         if a.json {
@@ -116,10 +100,7 @@ async fn decide(action: DecisionAction, a: DecideArgs) -> Result<u8> {
         return Ok(0);
     }
     if !rt.ready_to_resume(&approval.run_id).await? {
-        eprintln!(
-            "run {} still has pending approvals; it continues once they are decided",
-            approval.run_id
-        );
+        eprintln!("run {} still has pending approvals; it continues once they are decided", approval.run_id);
         return Ok(crate::EXIT_WAITING);
     }
     let run = rt.get_run(&approval.run_id).await?;

@@ -16,10 +16,7 @@ pub struct Local {
 }
 
 pub fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(default_database_url)
+    std::env::var("DATABASE_URL").ok().filter(|s| !s.is_empty()).unwrap_or_else(default_database_url)
 }
 
 /// Definition directories from `CREWGRAPH_DEFINITIONS` (default `crews:graphs`).
@@ -36,11 +33,7 @@ impl Local {
         let store = Store::open(&url, redis.as_deref(), &prefix)
             .await
             .with_context(|| format!("cannot open the store at {}", redact(&url)))?;
-        Ok(Self {
-            store,
-            catalog: Catalog::scan(&definition_dirs()),
-            registry: Registry::builtin(),
-        })
+        Ok(Self { store, catalog: Catalog::scan(&definition_dirs()), registry: Registry::builtin() })
     }
 
     pub fn runtime(&self, events: Arc<dyn EventSink>) -> Runtime {
@@ -51,11 +44,7 @@ impl Local {
     /// A file's own directory is searched first for the subgraphs it names.
     pub fn load(&self, name_or_path: &str) -> Result<GraphDef> {
         let path = std::path::Path::new(name_or_path);
-        let beside = path
-            .is_file()
-            .then(|| path.parent())
-            .flatten()
-            .filter(|d| !d.as_os_str().is_empty());
+        let beside = path.is_file().then(|| path.parent()).flatten().filter(|d| !d.as_os_str().is_empty());
         let result = match beside {
             Some(dir) => {
                 let mut dirs = definition_dirs();
@@ -84,9 +73,7 @@ pub fn redact(url: &str) -> String {
 
 pub async fn migrate() -> Result<u8> {
     let url = database_url();
-    let backend = Store::migrate(&url)
-        .await
-        .with_context(|| format!("migrating {}", redact(&url)))?;
+    let backend = Store::migrate(&url).await.with_context(|| format!("migrating {}", redact(&url)))?;
     eprintln!("migrations applied ({backend}: {})", redact(&url));
     Ok(0)
 }

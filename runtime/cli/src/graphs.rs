@@ -42,12 +42,7 @@ pub fn validate(a: ValidateArgs) -> Result<u8> {
     let mut failed = 0;
     for file in &a.files {
         match load_graph_file(file, &registry, Some(&catalog_for(file))) {
-            Ok(def) => println!(
-                "{}: ok (graph `{}`, {} nodes)",
-                file.display(),
-                def.graph.name,
-                def.graph.nodes.len()
-            ),
+            Ok(def) => println!("{}: ok (graph `{}`, {} nodes)", file.display(), def.graph.name, def.graph.nodes.len()),
             Err(errors) => {
                 failed += 1;
                 eprintln!("{errors}");
@@ -63,9 +58,7 @@ pub fn validate(a: ValidateArgs) -> Result<u8> {
 pub fn graph(a: GraphArgs) -> Result<u8> {
     let path = PathBuf::from(&a.graph);
     let catalog = catalog_for(&path);
-    let def = catalog
-        .load(&a.graph, &Registry::builtin())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let def = catalog.load(&a.graph, &Registry::builtin()).map_err(|e| anyhow::anyhow!("{e}"))?;
     print!(
         "{}",
         match a.format {

@@ -9,20 +9,12 @@ pub struct Progress;
 
 fn short(v: &Value, max: usize) -> String {
     let s = v.to_string();
-    if s.chars().count() > max {
-        format!("{}…", s.chars().take(max).collect::<String>())
-    } else {
-        s
-    }
+    if s.chars().count() > max { format!("{}…", s.chars().take(max).collect::<String>()) } else { s }
 }
 
 /// `[i]` for fan-out tasks after the first.
 fn index_label(data: &Value) -> String {
-    data.get("index")
-        .and_then(Value::as_u64)
-        .filter(|i| *i > 0)
-        .map(|i| format!("[{i}]"))
-        .unwrap_or_default()
+    data.get("index").and_then(Value::as_u64).filter(|i| *i > 0).map(|i| format!("[{i}]")).unwrap_or_default()
 }
 
 impl EventSink for Progress {
@@ -49,10 +41,9 @@ impl EventSink for Progress {
             "node.finished" if e.data.get("interrupted").is_some() => {
                 format!("  {step}{node} paused for a decision")
             }
-            "tool.started" => format!(
-                "  {step}{node} calls tool `{}`",
-                e.data.get("tool").and_then(Value::as_str).unwrap_or("")
-            ),
+            "tool.started" => {
+                format!("  {step}{node} calls tool `{}`", e.data.get("tool").and_then(Value::as_str).unwrap_or(""))
+            }
             "tool.finished" => return,
             "node.finished" => format!(
                 "  {step}{node}{} finished in {:.1} ms → {}",
@@ -67,14 +58,12 @@ impl EventSink for Progress {
                 "  {step}{node} failed ({}); retrying",
                 e.data.get("error").and_then(Value::as_str).unwrap_or("")
             ),
-            "node.failed" => format!(
-                "✗ {step}{node} failed: {}",
-                e.data.get("error").and_then(Value::as_str).unwrap_or("")
-            ),
-            "checkpoint.saved" => format!(
-                "  {step}checkpoint saved ({} bytes)",
-                e.data.get("bytes").and_then(Value::as_u64).unwrap_or(0)
-            ),
+            "node.failed" => {
+                format!("✗ {step}{node} failed: {}", e.data.get("error").and_then(Value::as_str).unwrap_or(""))
+            }
+            "checkpoint.saved" => {
+                format!("  {step}checkpoint saved ({} bytes)", e.data.get("bytes").and_then(Value::as_u64).unwrap_or(0))
+            }
             "approval.requested" => format!(
                 "⏸ approval {} requested at {node}: {}",
                 e.data.get("approval_id").and_then(Value::as_str).unwrap_or(""),
@@ -83,16 +72,12 @@ impl EventSink for Progress {
             "approval.decided" => format!("  approval decided at {node}"),
             "run.waiting" => format!("⏸ run {} is waiting for a decision", e.run_id),
             "run.succeeded" => format!("✔ run {} succeeded", e.run_id),
-            "run.failed" => format!(
-                "✗ run {} failed: {}",
-                e.run_id,
-                e.data.get("message").and_then(Value::as_str).unwrap_or("")
-            ),
-            "run.cancelled" => format!(
-                "■ run {} cancelled: {}",
-                e.run_id,
-                e.data.get("message").and_then(Value::as_str).unwrap_or("")
-            ),
+            "run.failed" => {
+                format!("✗ run {} failed: {}", e.run_id, e.data.get("message").and_then(Value::as_str).unwrap_or(""))
+            }
+            "run.cancelled" => {
+                format!("■ run {} cancelled: {}", e.run_id, e.data.get("message").and_then(Value::as_str).unwrap_or(""))
+            }
             other => format!("  {step}{other} {node}"),
         };
         let _ = writeln!(std::io::stderr().lock(), "{line}");

@@ -48,9 +48,7 @@ pub fn parse_input(pairs: &[String], json: Option<&str>) -> Result<Map<String, V
         None => Map::new(),
     };
     for pair in pairs {
-        let (k, v) = pair
-            .split_once('=')
-            .with_context(|| format!("--input `{pair}`: expected KEY=VALUE"))?;
+        let (k, v) = pair.split_once('=').with_context(|| format!("--input `{pair}`: expected KEY=VALUE"))?;
         let value = serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()));
         input.insert(k.trim().to_string(), value);
     }
@@ -78,8 +76,7 @@ pub async fn run(a: RunArgs) -> Result<u8> {
     let local = Local::open().await?;
     let def = local.load(&a.graph)?;
     let input = parse_input(&a.inputs, a.input_json.as_deref())?;
-    def.validate_input(&input)
-        .map_err(|e| anyhow::anyhow!("invalid input: {e}"))?;
+    def.validate_input(&input).map_err(|e| anyhow::anyhow!("invalid input: {e}"))?;
     let rt = local.runtime(sink(a.quiet));
     let definition = std::fs::canonicalize(&def.file).ok().map(|p| p.display().to_string());
     let run = rt.create_run(&def.graph, input, a.thread.clone(), definition).await?;
@@ -95,10 +92,7 @@ pub async fn drive(rt: &Runtime, graph: Arc<Graph>, run_id: &str, interactive: b
         if run.status != RunStatus::Waiting || !interactive {
             return Ok(run);
         }
-        let pending = rt
-            .runs
-            .list_approvals(Some(ApprovalStatus::Pending), Some(run_id))
-            .await?;
+        let pending = rt.runs.list_approvals(Some(ApprovalStatus::Pending), Some(run_id)).await?;
         for approval in pending {
             match ask(&approval).await? {
                 Some(decision) => {
@@ -137,11 +131,7 @@ async fn ask(a: &Approval) -> Result<Option<Decision>> {
                 eprintln!("expected one of: {}", actions.join(", "));
                 continue;
             };
-            let mut d = Decision {
-                action,
-                value: None,
-                comment: None,
-            };
+            let mut d = Decision { action, value: None, comment: None };
             if matches!(action, DecisionAction::Edit | DecisionAction::Respond) {
                 eprint!("value (JSON or text): ");
                 let v = lines.next().transpose()?.unwrap_or_default();
@@ -214,37 +204,20 @@ pub enum RunsCommand {
 
 /// Loads the graph a stored run was started with.
 pub fn graph_of(local: &Local, run: &Run) -> Result<Arc<Graph>> {
-    let source = run
-        .definition
-        .clone()
-        .filter(|p| std::path::Path::new(p).is_file())
-        .unwrap_or_else(|| run.graph.clone());
-    Ok(local
-        .load(&source)
-        .with_context(|| format!("loading graph `{}` of run {}", run.graph, run.id))?
-        .graph)
+    let source =
+        run.definition.clone().filter(|p| std::path::Path::new(p).is_file()).unwrap_or_else(|| run.graph.clone());
+    Ok(local.load(&source).with_context(|| format!("loading graph `{}` of run {}", run.graph, run.id))?.graph)
 }
 
 pub async fn runs(c: RunsCommand) -> Result<u8> {
     let local = Local::open().await?;
     match c {
         RunsCommand::Show { id, json } => {
-            let run = local
-                .store
-                .runs
-                .get_run(&id)
-                .await?
-                .with_context(|| format!("run `{id}` not found"))?;
+            let run = local.store.runs.get_run(&id).await?.with_context(|| format!("run `{id}` not found"))?;
             if json {
                 print_json(&api::run(&run))?;
             } else {
-                println!(
-                    "run {}  {}  graph {}  thread {}",
-                    run.id,
-                    run.status.as_str(),
-                    run.graph,
-                    run.thread_id
-                );
+                println!("run {}  {}  graph {}  thread {}", run.id, run.status.as_str(), run.graph, run.thread_id);
                 println!("output: {}", serde_json::to_string_pretty(&run.output)?);
                 if !run.error.is_null() {
                     println!("error: {}", run.error);
@@ -262,29 +235,13 @@ pub async fn runs(c: RunsCommand) -> Result<u8> {
                 print_json(&list.iter().map(api::run).collect::<Vec<_>>())?;
             } else {
                 for r in list {
-                    println!(
-                        "{}  {:<9}  {:<20}  thread {}",
-                        r.id,
-                        r.status.as_str(),
-                        r.graph,
-                        r.thread_id
-                    );
+                    println!("{}  {:<9}  {:<20}  thread {}", r.id, r.status.as_str(), r.graph, r.thread_id);
                 }
             }
             Ok(0)
         }
-        RunsCommand::Resume {
-            id,
-            non_interactive,
-            json,
-            quiet,
-        } => {
-            let run = local
-                .store
-                .runs
-                .get_run(&id)
-                .await?
-                .with_context(|| format!("run `{id}` not found"))?;
+        RunsCommand::Resume { id, non_interactive, json, quiet } => {
+            let run = local.store.runs.get_run(&id).await?.with_context(|| format!("run `{id}` not found"))?;
             let graph = graph_of(&local, &run)?;
             let rt = local.runtime(sink(quiet));
             let run = drive(&rt, graph, &id, !non_interactive).await?;

@@ -82,24 +82,14 @@ pub async fn command(c: ThreadsCommand) -> Result<u8> {
             }
         }
         ThreadsCommand::State { id, json } => {
-            let c = cp
-                .get(&id, None)
-                .await?
-                .with_context(|| format!("thread `{id}` has no checkpoints"))?;
+            let c = cp.get(&id, None).await?.with_context(|| format!("thread `{id}` has no checkpoints"))?;
             if json {
                 print_json(&api::checkpoint(&c))?;
             } else {
                 println!("{}", serde_json::to_string_pretty(&c.values)?);
             }
         }
-        ThreadsCommand::Fork {
-            id,
-            checkpoint,
-            patch,
-            graph,
-            non_interactive,
-            json,
-        } => {
+        ThreadsCommand::Fork { id, checkpoint, patch, graph, non_interactive, json } => {
             let patch = match patch {
                 Some(p) => match serde_json::from_str::<Value>(&p).context("--patch is not valid JSON")? {
                     Value::Object(m) => m,
@@ -125,9 +115,7 @@ pub async fn command(c: ThreadsCommand) -> Result<u8> {
                         .get_run(run_id)
                         .await?
                         .context("the run that wrote the checkpoint is gone; pass --graph")?;
-                    run.definition
-                        .filter(|p| std::path::Path::new(p).is_file())
-                        .unwrap_or(run.graph)
+                    run.definition.filter(|p| std::path::Path::new(p).is_file()).unwrap_or(run.graph)
                 }
             };
             let def = local.load(&source)?;

@@ -84,18 +84,14 @@ impl Reducer {
                 if current.is_null() {
                     *current = Value::Array(vec![]);
                 }
-                let list = current
-                    .as_array_mut()
-                    .ok_or_else(|| bad("a list value", &Value::Null))?;
+                let list = current.as_array_mut().ok_or_else(|| bad("a list value", &Value::Null))?;
                 list.extend(Self::delta_items(&write));
             }
             Reducer::Messages => {
                 if current.is_null() {
                     *current = Value::Array(vec![]);
                 }
-                let list = current
-                    .as_array_mut()
-                    .ok_or_else(|| bad("a list value", &Value::Null))?;
+                let list = current.as_array_mut().ok_or_else(|| bad("a list value", &Value::Null))?;
                 for msg in Self::delta_items(&write) {
                     let id = msg.get("id").filter(|v| !v.is_null()).cloned();
                     match id.and_then(|id| list.iter().position(|m| m.get("id") == Some(&id))) {
@@ -139,9 +135,7 @@ fn number(v: f64, cur_int: bool, write_int: bool) -> Value {
     if cur_int && write_int && v.fract() == 0.0 && v.abs() < 9.0e15 {
         Value::from(v as i64)
     } else {
-        serde_json::Number::from_f64(v)
-            .map(Value::Number)
-            .unwrap_or(Value::Null)
+        serde_json::Number::from_f64(v).map(Value::Number).unwrap_or(Value::Null)
     }
 }
 
@@ -170,12 +164,7 @@ pub struct ChannelSpec {
 
 impl ChannelSpec {
     pub fn new(name: impl Into<String>, reducer: Reducer) -> Self {
-        Self {
-            name: name.into(),
-            reducer,
-            default: None,
-            r#type: None,
-        }
+        Self { name: name.into(), reducer, default: None, r#type: None }
     }
 
     pub fn initial(&self) -> Value {
@@ -196,9 +185,7 @@ mod tests {
         assert_eq!(v, json!([1, 2, 3, 4]));
 
         let mut m = json!([{"id": "a", "text": "x"}]);
-        Reducer::Messages
-            .apply("m", &mut m, json!([{"id": "a", "text": "y"}, {"id": "b", "text": "z"}]))
-            .unwrap();
+        Reducer::Messages.apply("m", &mut m, json!([{"id": "a", "text": "y"}, {"id": "b", "text": "z"}])).unwrap();
         assert_eq!(m, json!([{"id": "a", "text": "y"}, {"id": "b", "text": "z"}]));
 
         let mut o = json!({"a": 1});

@@ -14,17 +14,11 @@ pub struct StorageError {
 
 impl StorageError {
     pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            source: None,
-        }
+        Self { message: message.into(), source: None }
     }
 
     pub fn wrap(context: &str, err: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self {
-            message: format!("{context}: {err}"),
-            source: Some(Box::new(err)),
-        }
+        Self { message: format!("{context}: {err}"), source: Some(Box::new(err)) }
     }
 }
 
@@ -39,17 +33,11 @@ pub struct NodeError {
 
 impl NodeError {
     pub fn fatal(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: false,
-        }
+        Self { message: message.into(), retryable: false }
     }
 
     pub fn transient(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            retryable: true,
-        }
+        Self { message: message.into(), retryable: true }
     }
 }
 
@@ -87,11 +75,7 @@ pub enum EngineError {
     #[error("approval `{id}` was already decided ({status})")]
     AlreadyDecided { id: String, status: String },
     #[error("action `{action}` is not allowed for approval `{id}` (allowed: {allowed})")]
-    ActionNotAllowed {
-        id: String,
-        action: String,
-        allowed: String,
-    },
+    ActionNotAllowed { id: String, action: String, allowed: String },
     #[error("checkpoint `{checkpoint}` not found in thread `{thread}`")]
     CheckpointNotFound { thread: String, checkpoint: String },
     #[error("run `{id}` is {status} and cannot be {what}")]

@@ -76,10 +76,7 @@ pub struct CollectSink(pub Mutex<Vec<Event>>);
 
 impl CollectSink {
     pub fn kinds(&self) -> Vec<String> {
-        self.0
-            .lock()
-            .map(|v| v.iter().map(|e| e.kind.clone()).collect())
-            .unwrap_or_default()
+        self.0.lock().map(|v| v.iter().map(|e| e.kind.clone()).collect()).unwrap_or_default()
     }
 
     pub fn events(&self) -> Vec<Event> {

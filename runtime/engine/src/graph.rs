@@ -68,10 +68,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_steps: 100,
-            deadline: None,
-        }
+        Self { max_steps: 100, deadline: None }
     }
 }
 
@@ -119,10 +116,7 @@ pub struct GraphBuilder {
 
 impl GraphBuilder {
     pub fn new(name: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            ..Default::default()
-        }
+        Self { name: name.into(), ..Default::default() }
     }
 
     pub fn channel(mut self, channel: ChannelSpec) -> Self {
@@ -136,20 +130,12 @@ impl GraphBuilder {
     }
 
     pub fn edge(mut self, from: &str, to: &str) -> Self {
-        self.edges.push(Edge {
-            from: from.into(),
-            to: to.into(),
-            condition: None,
-        });
+        self.edges.push(Edge { from: from.into(), to: to.into(), condition: None });
         self
     }
 
     pub fn conditional_edge(mut self, from: &str, to: &str, condition: Arc<dyn Condition>) -> Self {
-        self.edges.push(Edge {
-            from: from.into(),
-            to: to.into(),
-            condition: Some(condition),
-        });
+        self.edges.push(Edge { from: from.into(), to: to.into(), condition: Some(condition) });
         self
     }
 
@@ -170,12 +156,7 @@ impl GraphBuilder {
 
     /// Builds the graph after checking its structure; every defect is reported.
     pub fn build(self) -> Result<Graph, Vec<StructureError>> {
-        let index = self
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.name.clone(), i))
-            .collect();
+        let index = self.nodes.iter().enumerate().map(|(i, n)| (n.name.clone(), i)).collect();
         let graph = Graph {
             name: self.name,
             channels: self.channels,
@@ -221,11 +202,7 @@ impl Graph {
         let mut seen = HashSet::new();
         for n in &self.nodes {
             if n.name == END {
-                errors.push(err(
-                    format!("`{END}` is reserved and cannot name a node"),
-                    Some(&n.name),
-                    None,
-                ));
+                errors.push(err(format!("`{END}` is reserved and cannot name a node"), Some(&n.name), None));
             }
             if !seen.insert(&n.name) {
                 errors.push(err(format!("node `{}` is declared twice", n.name), Some(&n.name), None));
@@ -241,11 +218,7 @@ impl Graph {
         }
         for (i, e) in self.edges.iter().enumerate() {
             if e.from == END {
-                errors.push(err(
-                    format!("edge from `{END}`: nothing runs after the end"),
-                    None,
-                    Some(i),
-                ));
+                errors.push(err(format!("edge from `{END}`: nothing runs after the end"), None, Some(i)));
             } else if self.node(&e.from).is_none() {
                 errors.push(err(format!("edge from unknown node `{}`", e.from), None, Some(i)));
             }
@@ -258,11 +231,8 @@ impl Graph {
         }
 
         let mut g: DiGraph<&str, Option<usize>> = DiGraph::new();
-        let idx: BTreeMap<&str, NodeIndex> = self
-            .nodes
-            .iter()
-            .map(|n| (n.name.as_str(), g.add_node(n.name.as_str())))
-            .collect();
+        let idx: BTreeMap<&str, NodeIndex> =
+            self.nodes.iter().map(|n| (n.name.as_str(), g.add_node(n.name.as_str()))).collect();
         for (i, e) in self.edges.iter().enumerate() {
             if e.to != END {
                 g.add_edge(idx[e.from.as_str()], idx[e.to.as_str()], Some(i));
@@ -283,11 +253,7 @@ impl Graph {
         }
         for n in &self.nodes {
             if !reached.contains(&idx[n.name.as_str()]) {
-                errors.push(err(
-                    format!("node `{}` is unreachable from the entry", n.name),
-                    Some(&n.name),
-                    None,
-                ));
+                errors.push(err(format!("node `{}` is unreachable from the entry", n.name), Some(&n.name), None));
             }
         }
 

@@ -34,9 +34,7 @@ impl MemoryStore {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Inner>, StorageError> {
-        self.inner
-            .lock()
-            .map_err(|_| StorageError::new("memory store lock poisoned"))
+        self.inner.lock().map_err(|_| StorageError::new("memory store lock poisoned"))
     }
 }
 
@@ -64,11 +62,7 @@ impl Checkpointer for MemoryStore {
         }
         let mut stored = checkpoint.clone();
         stored.values.clear();
-        inner
-            .checkpoints
-            .entry(checkpoint.thread_id.clone())
-            .or_default()
-            .push(stored);
+        inner.checkpoints.entry(checkpoint.thread_id.clone()).or_default().push(stored);
         Ok(())
     }
 
@@ -99,11 +93,7 @@ impl Checkpointer for MemoryStore {
 
     async fn get_writes(&self, thread_id: &str, checkpoint_id: Uuid) -> Result<Vec<TaskResult>, StorageError> {
         let inner = self.lock()?;
-        Ok(inner
-            .writes
-            .get(&(thread_id.to_string(), checkpoint_id))
-            .cloned()
-            .unwrap_or_default())
+        Ok(inner.writes.get(&(thread_id.to_string(), checkpoint_id)).cloned().unwrap_or_default())
     }
 
     async fn copy_thread(&self, from: &str, to: &str, up_to: Option<Uuid>) -> Result<(), StorageError> {
@@ -132,12 +122,7 @@ impl Checkpointer for MemoryStore {
             .iter()
             .filter(|((t, _), _)| t == from)
             .map(|((_, ch), m)| {
-                (
-                    ch.clone(),
-                    m.range(..=max_step)
-                        .map(|(v, b)| (*v, b.clone()))
-                        .collect::<BTreeMap<_, _>>(),
-                )
+                (ch.clone(), m.range(..=max_step).map(|(v, b)| (*v, b.clone())).collect::<BTreeMap<_, _>>())
             })
             .collect();
         for (ch, m) in blobs {
@@ -164,9 +149,7 @@ impl Checkpointer for MemoryStore {
             let keep_from = retention.keep_last.map(|k| n.saturating_sub(k as usize)).unwrap_or(0);
             let mut kept = Vec::new();
             for (i, c) in list.drain(..).enumerate() {
-                let too_old = retention
-                    .max_age_s
-                    .is_some_and(|s| now - c.created_at > s as i64 * 1000);
+                let too_old = retention.max_age_s.is_some_and(|s| now - c.created_at > s as i64 * 1000);
                 if i + 1 == n || (i >= keep_from && !too_old) {
                     kept.push(c);
                 } else {

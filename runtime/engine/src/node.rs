@@ -39,12 +39,7 @@ pub struct NodeContext {
 impl NodeContext {
     /// Emits an event attributed to this node.
     pub fn emit(&self, kind: &str, data: Value) {
-        self.events.emit(
-            Event::new(kind, &self.run_id, &self.thread_id)
-                .node(&self.node)
-                .step(self.step)
-                .data(data),
-        );
+        self.events.emit(Event::new(kind, &self.run_id, &self.thread_id).node(&self.node).step(self.step).data(data));
     }
 }
 
@@ -52,16 +47,9 @@ impl NodeContext {
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeOutput {
     /// Channel writes, and optionally the nodes to run next instead of following edges.
-    Writes {
-        writes: Map<String, Value>,
-        goto: Option<Vec<String>>,
-    },
+    Writes { writes: Map<String, Value>, goto: Option<Vec<String>> },
     /// Stop and ask a person; the task runs again with the decision as `resume`.
-    Interrupt {
-        payload: Value,
-        actions: Vec<String>,
-        expires_in_s: Option<u64>,
-    },
+    Interrupt { payload: Value, actions: Vec<String>, expires_in_s: Option<u64> },
 }
 
 impl NodeOutput {

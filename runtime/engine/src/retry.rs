@@ -37,11 +37,7 @@ impl RetryPolicy {
     pub fn backoff(&self, attempt: u32) -> Duration {
         let nominal = self.initial_backoff_ms as f64 * self.multiplier.powi(attempt.saturating_sub(1) as i32);
         let capped = nominal.min(self.max_backoff_ms as f64);
-        let ms = if self.jitter {
-            capped * (0.5 + fastrand::f64() * 0.5)
-        } else {
-            capped
-        };
+        let ms = if self.jitter { capped * (0.5 + fastrand::f64() * 0.5) } else { capped };
         Duration::from_millis(ms as u64)
     }
 }
@@ -52,18 +48,11 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy {
-            jitter: false,
-            max_backoff_ms: 1000,
-            ..Default::default()
-        };
+        let p = RetryPolicy { jitter: false, max_backoff_ms: 1000, ..Default::default() };
         assert_eq!(p.backoff(1), Duration::from_millis(200));
         assert_eq!(p.backoff(2), Duration::from_millis(400));
         assert_eq!(p.backoff(10), Duration::from_millis(1000));
-        let j = RetryPolicy {
-            jitter: true,
-            ..Default::default()
-        };
+        let j = RetryPolicy { jitter: true, ..Default::default() };
         let b = j.backoff(2);
         assert!(b >= Duration::from_millis(200) && b <= Duration::from_millis(400));
     }

@@ -26,11 +26,7 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(checkpointer: Arc<dyn Checkpointer>, runs: Arc<dyn RunStore>, events: Arc<dyn EventSink>) -> Self {
-        Self {
-            checkpointer,
-            runs,
-            events,
-        }
+        Self { checkpointer, runs, events }
     }
 
     /// Records a queued run; `thread_id` defaults to a new thread.
@@ -79,10 +75,7 @@ impl Runtime {
     }
 
     pub async fn get_run(&self, id: &str) -> Result<Run, EngineError> {
-        self.runs
-            .get_run(id)
-            .await?
-            .ok_or_else(|| EngineError::RunNotFound(id.to_string()))
+        self.runs.get_run(id).await?.ok_or_else(|| EngineError::RunNotFound(id.to_string()))
     }
 
     /// Executes a queued run, or resumes a waiting or failed one, until it
@@ -102,16 +95,10 @@ impl Runtime {
             });
         }
         let latest = self.checkpointer.get(&run.thread_id, None).await?;
-        let started_here = latest
-            .as_ref()
-            .is_some_and(|c| c.metadata.get("run_id") == Some(&json!(run.id)));
+        let started_here = latest.as_ref().is_some_and(|c| c.metadata.get("run_id") == Some(&json!(run.id)));
         let first = run.status == RunStatus::Queued;
         // A queued run has not asked anyone anything yet.
-        let resume = if first {
-            HashMap::new()
-        } else {
-            self.decisions(&run.id).await?
-        };
+        let resume = if first { HashMap::new() } else { self.decisions(&run.id).await? };
         run.status = RunStatus::Running;
         run.updated_at = crate::now_ms();
         self.runs.update_run(&run).await?;
@@ -133,14 +120,8 @@ impl Runtime {
     }
 
     async fn decisions(&self, run_id: &str) -> Result<HashMap<String, Decision>, EngineError> {
-        let approvals = self
-            .runs
-            .list_approvals(Some(ApprovalStatus::Decided), Some(run_id))
-            .await?;
-        Ok(approvals
-            .into_iter()
-            .filter_map(|a| a.decision.map(|d| (a.interrupt_id, d)))
-            .collect())
+        let approvals = self.runs.list_approvals(Some(ApprovalStatus::Decided), Some(run_id)).await?;
+        Ok(approvals.into_iter().filter_map(|a| a.decision.map(|d| (a.interrupt_id, d))).collect())
     }
 
     async fn settle(
@@ -168,11 +149,8 @@ impl Runtime {
                 let mut ids = Vec::new();
                 for i in interrupts {
                     let approval = Approval {
-                        id: Uuid::new_v5(
-                            &Uuid::NAMESPACE_OID,
-                            format!("{}\u{1f}{}", run.thread_id, i.id).as_bytes(),
-                        )
-                        .to_string(),
+                        id: Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{}\u{1f}{}", run.thread_id, i.id).as_bytes())
+                            .to_string(),
                         run_id: run.id.clone(),
                         thread_id: run.thread_id.clone(),
                         interrupt_id: i.id.clone(),
@@ -201,19 +179,13 @@ impl Runtime {
                         .data(json!({"approvals": ids})),
                 );
             }
-            Ok(Outcome::Rejected {
-                checkpoint,
-                node,
-                comment,
-            }) => {
+            Ok(Outcome::Rejected { checkpoint, node, comment }) => {
                 run.status = RunStatus::Cancelled;
                 run.error =
                     json!({"message": format!("rejected by reviewer at `{node}`"), "node": node, "comment": comment});
                 self.runs.update_run(&run).await?;
                 self.emit(
-                    Event::new("run.cancelled", &run.id, &run.thread_id)
-                        .step(checkpoint.step)
-                        .data(run.error.clone()),
+                    Event::new("run.cancelled", &run.id, &run.thread_id).step(checkpoint.step).data(run.error.clone()),
                 );
             }
             Err(EngineError::Cancelled) => {
@@ -250,10 +222,7 @@ impl Runtime {
             .await?
             .ok_or_else(|| EngineError::ApprovalNotFound(approval_id.to_string()))?;
         if approval.status != ApprovalStatus::Pending {
-            return Err(EngineError::AlreadyDecided {
-                id: approval.id,
-                status: approval.status.as_str().into(),
-            });
+            return Err(EngineError::AlreadyDecided { id: approval.id, status: approval.status.as_str().into() });
         }
         let action = decision.action.as_str();
         if !approval.actions.iter().any(|a| a == action) {
@@ -265,31 +234,19 @@ impl Runtime {
         }
         let now = crate::now_ms();
         if !self.runs.decide_approval(approval_id, &decision, now).await? {
-            return Err(EngineError::AlreadyDecided {
-                id: approval.id,
-                status: "decided".into(),
-            });
+            return Err(EngineError::AlreadyDecided { id: approval.id, status: "decided".into() });
         }
         self.emit(
             Event::new("approval.decided", &approval.run_id, &approval.thread_id)
                 .node(&approval.node)
                 .data(json!({"approval_id": approval.id, "decision": decision})),
         );
-        Ok(Approval {
-            status: ApprovalStatus::Decided,
-            decision: Some(decision),
-            decided_at: Some(now),
-            ..approval
-        })
+        Ok(Approval { status: ApprovalStatus::Decided, decision: Some(decision), decided_at: Some(now), ..approval })
     }
 
     /// Whether every approval of a waiting run has been decided, so it can resume.
     pub async fn ready_to_resume(&self, run_id: &str) -> Result<bool, EngineError> {
-        Ok(self
-            .runs
-            .list_approvals(Some(ApprovalStatus::Pending), Some(run_id))
-            .await?
-            .is_empty())
+        Ok(self.runs.list_approvals(Some(ApprovalStatus::Pending), Some(run_id)).await?.is_empty())
     }
 
     /// Copies `thread_id` up to `checkpoint_id` into a new thread, applies
@@ -302,28 +259,15 @@ impl Runtime {
         patch: Map<String, Value>,
         definition: Option<String>,
     ) -> Result<Run, EngineError> {
-        let base = self
-            .checkpointer
-            .get(thread_id, Some(checkpoint_id))
-            .await?
-            .ok_or_else(|| EngineError::CheckpointNotFound {
-                thread: thread_id.to_string(),
-                checkpoint: checkpoint_id.to_string(),
-            })?;
+        let base = self.checkpointer.get(thread_id, Some(checkpoint_id)).await?.ok_or_else(|| {
+            EngineError::CheckpointNotFound { thread: thread_id.to_string(), checkpoint: checkpoint_id.to_string() }
+        })?;
         let new_thread = Uuid::now_v7().to_string();
         let mut run = Run::new(&graph.name, &new_thread, Value::Null);
         run.definition = definition;
-        self.checkpointer
-            .copy_thread(thread_id, &new_thread, Some(checkpoint_id))
-            .await?;
-        let mut copied = Checkpoint {
-            thread_id: new_thread.clone(),
-            ..base
-        };
-        copied.metadata.insert(
-            "forked_from".into(),
-            json!({"thread_id": thread_id, "checkpoint_id": checkpoint_id}),
-        );
+        self.checkpointer.copy_thread(thread_id, &new_thread, Some(checkpoint_id)).await?;
+        let mut copied = Checkpoint { thread_id: new_thread.clone(), ..base };
+        copied.metadata.insert("forked_from".into(), json!({"thread_id": thread_id, "checkpoint_id": checkpoint_id}));
         let exec = Executor::new(graph, self.checkpointer.clone(), self.events.clone(), &run.id);
         exec.update(&copied, &patch, CheckpointSource::Fork).await?;
         run.input = json!({"fork": {"thread_id": thread_id, "checkpoint_id": checkpoint_id, "patch": patch}});
@@ -341,12 +285,6 @@ pub fn output_of(graph: &Graph, ckpt: &Checkpoint) -> Value {
     if graph.output.is_empty() {
         Value::Object(ckpt.values.clone())
     } else {
-        Value::Object(
-            graph
-                .output
-                .iter()
-                .filter_map(|k| ckpt.values.get(k).map(|v| (k.clone(), v.clone())))
-                .collect(),
-        )
+        Value::Object(graph.output.iter().filter_map(|k| ckpt.values.get(k).map(|v| (k.clone(), v.clone()))).collect())
     }
 }

@@ -18,11 +18,7 @@ pub struct TaskSpec {
 
 impl TaskSpec {
     pub fn node(node: impl Into<String>) -> Self {
-        Self {
-            node: node.into(),
-            index: 0,
-            input: None,
-        }
+        Self { node: node.into(), index: 0, input: None }
     }
 
     /// Deterministic id from (thread, step, node, index): the same task gets the
@@ -78,16 +74,8 @@ mod tests {
 
     #[test]
     fn task_ids_are_deterministic_and_distinct() {
-        let a = TaskSpec {
-            node: "n".into(),
-            index: 0,
-            input: None,
-        };
-        let b = TaskSpec {
-            node: "n".into(),
-            index: 1,
-            input: None,
-        };
+        let a = TaskSpec { node: "n".into(), index: 0, input: None };
+        let b = TaskSpec { node: "n".into(), index: 1, input: None };
         assert_eq!(a.id("t", 3), a.id("t", 3));
         assert_ne!(a.id("t", 3), b.id("t", 3));
         assert_ne!(a.id("t", 3), a.id("t", 4));

@@ -16,11 +16,7 @@ pub struct UsageTally {
 
 impl UsageTally {
     pub fn new(inner: Arc<dyn EventSink>, run_id: &str) -> Self {
-        Self {
-            inner,
-            run_id: run_id.to_string(),
-            totals: Mutex::new(Value::Object(Map::new())),
-        }
+        Self { inner, run_id: run_id.to_string(), totals: Mutex::new(Value::Object(Map::new())) }
     }
 
     /// The usage gathered so far, added onto `earlier`.

@@ -45,9 +45,7 @@ impl Node for ListNode {
         if item == json!("boom") {
             return Err(NodeError::fatal("boom item"));
         }
-        Ok(writes(
-            json!({"results": [format!("done {}", item.as_str().unwrap_or(""))]}),
-        ))
+        Ok(writes(json!({"results": [format!("done {}", item.as_str().unwrap_or(""))]})))
     }
     fn fan_out(&self, state: &Arc<Value>) -> Result<Option<Vec<Value>>, NodeError> {
         match state.get(self.0) {
@@ -130,11 +128,7 @@ async fn fan_out_reduces_every_item_and_resume_skips_saved_tasks() {
         .node(NodeSpec::new("each", Arc::new(ListNode("items"))))
         .node(node("sum", move |ctx| {
             c.fetch_add(1, Ordering::SeqCst);
-            async move {
-                Ok(writes(
-                    json!({"items": ctx.state["results"].as_array().map(|a| a.len())}),
-                ))
-            }
+            async move { Ok(writes(json!({"items": ctx.state["results"].as_array().map(|a| a.len())}))) }
         }))
         .edge("each", "sum")
         .entry("each")
@@ -162,11 +156,7 @@ async fn fan_out_reduces_every_item_and_resume_skips_saved_tasks() {
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
     let started_after = sink.kinds().iter().filter(|k| *k == "node.started").count() - before;
     assert_eq!(started_after, 2, "the fixed fan-out task and `sum`, nothing else");
-    assert_eq!(
-        run.output["results"],
-        json!(["done a", "done b", "done c"]),
-        "reduced in task order"
-    );
+    assert_eq!(run.output["results"], json!(["done a", "done b", "done c"]), "reduced in task order");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
@@ -241,10 +231,7 @@ async fn approval_waits_then_resumes_with_the_decision_once() {
     let run = rt.create_run(&g, Map::new(), None, None).await.unwrap();
     let run = rt.execute(g.clone(), &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Waiting);
-    let approvals = store
-        .list_approvals(Some(ApprovalStatus::Pending), Some(&run.id))
-        .await
-        .unwrap();
+    let approvals = store.list_approvals(Some(ApprovalStatus::Pending), Some(&run.id)).await.unwrap();
     assert_eq!(approvals.len(), 1);
     assert_eq!(approvals[0].payload, json!({"draft": "hello"}));
 
@@ -253,24 +240,11 @@ async fn approval_waits_then_resumes_with_the_decision_once() {
     assert_eq!(again.status, RunStatus::Waiting);
     assert_eq!(store.list_approvals(None, Some(&run.id)).await.unwrap().len(), 1);
 
-    let decision = Decision {
-        action: DecisionAction::Approve,
-        value: None,
-        comment: None,
-    };
+    let decision = Decision { action: DecisionAction::Approve, value: None, comment: None };
     rt.decide(&approvals[0].id, decision.clone()).await.unwrap();
     let second = rt.decide(&approvals[0].id, decision).await.unwrap_err();
     assert!(matches!(second, EngineError::AlreadyDecided { .. }), "{second}");
-    let bad = rt
-        .decide(
-            &approvals[0].id,
-            Decision {
-                action: DecisionAction::Edit,
-                value: None,
-                comment: None,
-            },
-        )
-        .await;
+    let bad = rt.decide(&approvals[0].id, Decision { action: DecisionAction::Edit, value: None, comment: None }).await;
     assert!(bad.is_err());
 
     let done = rt.execute(g, &run.id, None).await.unwrap();
@@ -284,9 +258,7 @@ async fn interrupt_before_and_after_pause_the_run() {
     let (rt, store, _) = runtime();
     let mut a = node("a", |_| async { Ok(writes(json!({"x": "a"}))) });
     a.interrupt_after = true;
-    let mut b = node("b", |ctx| async move {
-        Ok(writes(json!({"y": format!("b saw {}", ctx.state["x"])})))
-    });
+    let mut b = node("b", |ctx| async move { Ok(writes(json!({"y": format!("b saw {}", ctx.state["x"])}))) });
     b.interrupt_before = true;
     let g = GraphBuilder::new("hitl")
         .channel(ChannelSpec::new("x", Reducer::Replace))
@@ -301,38 +273,19 @@ async fn interrupt_before_and_after_pause_the_run() {
     let run = rt.create_run(&g, Map::new(), None, None).await.unwrap();
     let run = rt.execute(g.clone(), &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Waiting);
-    let after = store
-        .list_approvals(Some(ApprovalStatus::Pending), Some(&run.id))
-        .await
-        .unwrap();
+    let after = store.list_approvals(Some(ApprovalStatus::Pending), Some(&run.id)).await.unwrap();
     assert_eq!(after[0].node, "a");
     rt.decide(
         &after[0].id,
-        Decision {
-            action: DecisionAction::Edit,
-            value: Some(json!({"x": "edited"})),
-            comment: None,
-        },
+        Decision { action: DecisionAction::Edit, value: Some(json!({"x": "edited"})), comment: None },
     )
     .await
     .unwrap();
     let run = rt.execute(g.clone(), &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Waiting, "now before `b`");
-    let before = store
-        .list_approvals(Some(ApprovalStatus::Pending), Some(&run.id))
-        .await
-        .unwrap();
+    let before = store.list_approvals(Some(ApprovalStatus::Pending), Some(&run.id)).await.unwrap();
     assert_eq!(before[0].node, "b");
-    rt.decide(
-        &before[0].id,
-        Decision {
-            action: DecisionAction::Approve,
-            value: None,
-            comment: None,
-        },
-    )
-    .await
-    .unwrap();
+    rt.decide(&before[0].id, Decision { action: DecisionAction::Approve, value: None, comment: None }).await.unwrap();
     let run = rt.execute(g, &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded);
     assert_eq!(run.output["y"], json!("b saw \"edited\""));
@@ -352,10 +305,7 @@ async fn goto_overrides_edges_and_max_steps_stops_loops() {
         .channel(ChannelSpec::new("n", Reducer::Sum))
         .node(spin)
         .entry("spin")
-        .limits(Limits {
-            max_steps: 5,
-            deadline: None,
-        })
+        .limits(Limits { max_steps: 5, deadline: None })
         .build()
         .unwrap_or_else(|e| panic!("{e:?}"));
     let g = Arc::new(g);
@@ -372,20 +322,9 @@ async fn retries_transient_errors_and_times_out_slow_nodes() {
     let t = tries.clone();
     let mut flaky = node("flaky", move |_| {
         let n = t.fetch_add(1, Ordering::SeqCst);
-        async move {
-            if n < 2 {
-                Err(NodeError::transient("503"))
-            } else {
-                Ok(writes(json!({"ok": true})))
-            }
-        }
+        async move { if n < 2 { Err(NodeError::transient("503")) } else { Ok(writes(json!({"ok": true}))) } }
     });
-    flaky.retry = RetryPolicy {
-        max_attempts: 3,
-        initial_backoff_ms: 1,
-        jitter: true,
-        ..Default::default()
-    };
+    flaky.retry = RetryPolicy { max_attempts: 3, initial_backoff_ms: 1, jitter: true, ..Default::default() };
     let mut slow = node("slow", |_| async {
         tokio::time::sleep(Duration::from_secs(5)).await;
         Ok(writes(json!({})))
@@ -417,9 +356,7 @@ async fn fork_with_patch_diverges_from_the_original() {
         .channel(ChannelSpec::new("log", Reducer::Append))
         .node(node("a", |_| async { Ok(writes(json!({"log": "a"}))) }))
         .node(node("b", |ctx| async move {
-            Ok(writes(
-                json!({"log": format!("b:{}", ctx.state["topic"].as_str().unwrap_or(""))}),
-            ))
+            Ok(writes(json!({"log": format!("b:{}", ctx.state["topic"].as_str().unwrap_or(""))})))
         }))
         .edge("a", "b")
         .entry("a")
@@ -443,10 +380,7 @@ async fn fork_with_patch_diverges_from_the_original() {
 #[test]
 fn structure_checks_find_unknown_unreachable_and_endless_cycles() {
     let noop = || node("x", |_| async { Ok(writes(json!({}))) });
-    let named = |n: &str| NodeSpec {
-        name: n.into(),
-        ..noop()
-    };
+    let named = |n: &str| NodeSpec { name: n.into(), ..noop() };
     let errs = GraphBuilder::new("bad")
         .node(named("a"))
         .node(named("b"))
@@ -478,9 +412,6 @@ fn structure_checks_find_unknown_unreachable_and_endless_cycles() {
         .unwrap();
     let text: Vec<String> = errs.iter().map(|e| e.message.clone()).collect();
     assert!(text.iter().any(|m| m.contains("`lonely` is unreachable")), "{text:?}");
-    assert!(
-        text.iter().any(|m| m.contains("cycle b -> c has no exit condition")),
-        "{text:?}"
-    );
+    assert!(text.iter().any(|m| m.contains("cycle b -> c has no exit condition")), "{text:?}");
     let _ = HashMap::<String, String>::new();
 }

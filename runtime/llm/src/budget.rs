@@ -16,10 +16,7 @@ pub struct Trimmed {
 
 /// Trims `messages` to at most `budget` tokens (the window minus the answer's reserve).
 pub fn fit(messages: &mut Vec<Message>, budget: usize) -> Trimmed {
-    let mut t = Trimmed {
-        tokens_before: count_messages(messages),
-        ..Default::default()
-    };
+    let mut t = Trimmed { tokens_before: count_messages(messages), ..Default::default() };
     // Drop the oldest non-system messages, never the last one. A tool answer
     // goes with the assistant message that asked for it.
     while count_messages(messages) > budget {
@@ -39,11 +36,7 @@ pub fn fit(messages: &mut Vec<Message>, budget: usize) -> Trimmed {
     }
     // Still too long: shorten the longest messages, down to what fits.
     while count_messages(messages) > budget {
-        let Some((i, len)) = messages
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (i, count(&m.content)))
-            .max_by_key(|(_, n)| *n)
+        let Some((i, len)) = messages.iter().enumerate().map(|(i, m)| (i, count(&m.content))).max_by_key(|(_, n)| *n)
         else {
             break;
         };
@@ -52,10 +45,7 @@ pub fn fit(messages: &mut Vec<Message>, budget: usize) -> Trimmed {
             break;
         }
         let keep = len.saturating_sub(excess + 8);
-        messages[i].content = format!(
-            "{} [trimmed to fit the context window]",
-            truncate(&messages[i].content, keep)
-        );
+        messages[i].content = format!("{} [trimmed to fit the context window]", truncate(&messages[i].content, keep));
         t.truncated_messages += 1;
         if keep == 0 {
             break;

@@ -16,6 +16,9 @@ pub enum LlmError {
     Malformed(String),
     #[error("model profile `{profile}`: {message}")]
     Config { profile: String, message: String },
+    /// A structured answer stayed invalid after the allowed repairs.
+    #[error("structured output: {0}")]
+    Schema(String),
     /// A scripted model ran out of replies.
     #[error("scripted model `{0}` has no replies left")]
     ScriptExhausted(String),
@@ -27,16 +30,13 @@ impl LlmError {
         match self {
             LlmError::Http { status, .. } => *status == 429 || *status >= 500,
             LlmError::Timeout { .. } | LlmError::Connect(_) | LlmError::Malformed(_) => true,
-            LlmError::Config { .. } | LlmError::ScriptExhausted(_) => false,
+            LlmError::Config { .. } | LlmError::ScriptExhausted(_) | LlmError::Schema(_) => false,
         }
     }
 }
 
 impl From<LlmError> for crewgraph_engine::NodeError {
     fn from(e: LlmError) -> Self {
-        crewgraph_engine::NodeError {
-            retryable: e.is_retryable(),
-            message: e.to_string(),
-        }
+        crewgraph_engine::NodeError { retryable: e.is_retryable(), message: e.to_string() }
     }
 }

@@ -15,6 +15,7 @@ pub mod profile;
 pub mod ratelimit;
 pub mod retry;
 pub mod scripted;
+pub mod structured;
 pub mod tokens;
 pub mod tools;
 pub mod types;

@@ -32,10 +32,7 @@ impl OpenAiModel {
     pub fn new(profile: ModelProfile) -> Result<Self, LlmError> {
         // One TLS stack (ring) for the whole binary; installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let config_err = |message: String| LlmError::Config {
-            profile: profile.name.clone(),
-            message,
-        };
+        let config_err = |message: String| LlmError::Config { profile: profile.name.clone(), message };
         if !profile.timeout_s.is_finite() || profile.timeout_s <= 0.0 {
             return Err(config_err("timeout_s must be positive".into()));
         }
@@ -50,18 +47,12 @@ impl OpenAiModel {
             profile.max_backoff_ms,
             Duration::from_secs(profile.max_retry_after_s),
         );
-        let service = tower::ServiceBuilder::new()
-            .retry(policy)
-            .service(ReqwestService::new(http));
+        let service = tower::ServiceBuilder::new().retry(policy).service(ReqwestService::new(http));
         let config = OpenAIConfig::new()
             .with_api_base(profile.base_url())
             .with_api_key(profile.api_key().unwrap_or_else(|| "no-key".into()));
         let client = Client::with_config(config).with_http_service(service);
-        Ok(Self {
-            limiter: RateLimiter::new(profile.max_rpm),
-            profile,
-            client,
-        })
+        Ok(Self { limiter: RateLimiter::new(profile.max_rpm), profile, client })
     }
 
     fn body(&self, request: &ChatRequest, stream: bool) -> Value {
@@ -98,12 +89,8 @@ impl OpenAiModel {
         let mut response = if self.profile.stream {
             self.streamed(request, tokens).await?
         } else {
-            let value: Value = self
-                .client
-                .chat()
-                .create_byot(self.body(request, false))
-                .await
-                .map_err(|e| self.error(e))?;
+            let value: Value =
+                self.client.chat().create_byot(self.body(request, false)).await.map_err(|e| self.error(e))?;
             parse_completion(&value)?
         };
         if response.usage.prompt_tokens == 0 && response.usage.completion_tokens == 0 {
@@ -156,13 +143,7 @@ impl OpenAiModel {
                     s.token(text);
                 }
             }
-            for (n, frag) in delta
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .enumerate()
-            {
+            for (n, frag) in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
                 let index = frag.get("index").and_then(Value::as_u64).unwrap_or(n as u64);
                 let entry = calls.entry(index).or_default();
                 if let Some(id) = frag.get("id").and_then(Value::as_str) {
@@ -187,12 +168,7 @@ impl OpenAiModel {
             })
             .collect();
         Ok(ChatResponse {
-            message: Message {
-                role: Role::Assistant,
-                content,
-                tool_calls,
-                tool_call_id: None,
-            },
+            message: Message { role: Role::Assistant, content, tool_calls, tool_call_id: None },
             usage,
             finish_reason,
             model,
@@ -201,18 +177,10 @@ impl OpenAiModel {
 
     fn error(&self, e: OpenAIError) -> LlmError {
         match e {
-            OpenAIError::ApiError(r) => LlmError::Http {
-                status: r.status_code.as_u16(),
-                message: r.api_error.message,
-            },
-            OpenAIError::Reqwest(e) if e.is_timeout() => LlmError::Timeout {
-                after_s: self.profile.timeout_s,
-            },
+            OpenAIError::ApiError(r) => LlmError::Http { status: r.status_code.as_u16(), message: r.api_error.message },
+            OpenAIError::Reqwest(e) if e.is_timeout() => LlmError::Timeout { after_s: self.profile.timeout_s },
             OpenAIError::Reqwest(e) => match e.status() {
-                Some(s) => LlmError::Http {
-                    status: s.as_u16(),
-                    message: e.to_string(),
-                },
+                Some(s) => LlmError::Http { status: s.as_u16(), message: e.to_string() },
                 None => LlmError::Connect(e.to_string()),
             },
             OpenAIError::JSONDeserialize(err, content) => LlmError::Malformed(format!(
@@ -222,9 +190,7 @@ impl OpenAiModel {
             OpenAIError::StreamError(s) => {
                 let text = s.to_string();
                 if text.contains("timed out") || text.contains("operation timed out") {
-                    LlmError::Timeout {
-                        after_s: self.profile.timeout_s,
-                    }
+                    LlmError::Timeout { after_s: self.profile.timeout_s }
                 } else {
                     LlmError::Malformed(format!("stream: {text}"))
                 }
@@ -293,24 +259,15 @@ fn parse_arguments(raw: &str) -> Value {
 
 fn read_usage(u: &Value) -> Usage {
     let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-    Usage {
-        prompt_tokens: n("prompt_tokens"),
-        completion_tokens: n("completion_tokens"),
-        estimated: false,
-    }
+    Usage { prompt_tokens: n("prompt_tokens"), completion_tokens: n("completion_tokens"), estimated: false }
 }
 
 /// A non-streamed chat completion, read leniently.
 pub fn parse_completion(v: &Value) -> Result<ChatResponse, LlmError> {
     let choice = v.get("choices").and_then(|c| c.get(0)).ok_or_else(|| {
-        LlmError::Malformed(format!(
-            "no `choices` in {}",
-            v.to_string().chars().take(200).collect::<String>()
-        ))
+        LlmError::Malformed(format!("no `choices` in {}", v.to_string().chars().take(200).collect::<String>()))
     })?;
-    let msg = choice
-        .get("message")
-        .ok_or_else(|| LlmError::Malformed("a choice without `message`".into()))?;
+    let msg = choice.get("message").ok_or_else(|| LlmError::Malformed("a choice without `message`".into()))?;
     let tool_calls = msg
         .get("tool_calls")
         .and_then(Value::as_array)
@@ -325,11 +282,7 @@ pub fn parse_completion(v: &Value) -> Result<ChatResponse, LlmError> {
                 None => json!({}),
             };
             ToolCall {
-                id: c
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("call_{i}")),
+                id: c.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("call_{i}")),
                 name: f.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
                 arguments: args,
             }
@@ -338,11 +291,7 @@ pub fn parse_completion(v: &Value) -> Result<ChatResponse, LlmError> {
     Ok(ChatResponse {
         message: Message {
             role: Role::Assistant,
-            content: msg
-                .get("content")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
+            content: msg.get("content").and_then(Value::as_str).unwrap_or_default().to_string(),
             tool_calls,
             tool_call_id: None,
         },

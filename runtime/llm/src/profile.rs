@@ -79,9 +79,6 @@ impl ModelProfile {
 
     /// The API key from `api_key_env` (or `OPENAI_API_KEY`); local servers need none.
     pub fn api_key(&self) -> Option<String> {
-        std::env::var(&self.api_key_env)
-            .ok()
-            .or_else(|| std::env::var("OPENAI_API_KEY").ok())
-            .filter(|s| !s.is_empty())
+        std::env::var(&self.api_key_env).ok().or_else(|| std::env::var("OPENAI_API_KEY").ok()).filter(|s| !s.is_empty())
     }
 }

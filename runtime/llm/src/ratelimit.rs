@@ -16,10 +16,7 @@ const WINDOW: Duration = Duration::from_secs(60);
 
 impl RateLimiter {
     pub fn new(rpm: Option<u32>) -> Self {
-        Self {
-            rpm: rpm.filter(|r| *r > 0),
-            sent: Mutex::new(VecDeque::new()),
-        }
+        Self { rpm: rpm.filter(|r| *r > 0), sent: Mutex::new(VecDeque::new()) }
     }
 
     /// Waits until one more request fits in the last minute's budget.
@@ -36,9 +33,7 @@ impl RateLimiter {
                     sent.push_back(now);
                     return;
                 }
-                sent.front()
-                    .map(|t| WINDOW.saturating_sub(now.duration_since(*t)))
-                    .unwrap_or_default()
+                sent.front().map(|t| WINDOW.saturating_sub(now.duration_since(*t))).unwrap_or_default()
             };
             tokio::time::sleep(wait).await;
         }

@@ -21,13 +21,7 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     pub fn new(max_retries: u32, backoff_ms: u64, max_backoff_ms: u64, max_retry_after: Duration) -> Self {
-        Self {
-            max_retries,
-            backoff_ms,
-            max_backoff_ms,
-            max_retry_after,
-            attempts: 0,
-        }
+        Self { max_retries, backoff_ms, max_backoff_ms, max_retry_after, attempts: 0 }
     }
 
     fn backoff(&self) -> Duration {
@@ -42,9 +36,7 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
     }
-    text("retry-after")
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|s| Duration::from_secs_f64(s.max(0.0)))
+    text("retry-after").and_then(|v| v.parse::<f64>().ok()).map(|s| Duration::from_secs_f64(s.max(0.0)))
 }
 
 fn retryable(result: &Result<Response, OpenAIError>) -> bool {
@@ -73,11 +65,7 @@ impl tower::retry::Policy<HttpRequestFactory, Response, OpenAIError> for RetryPo
         }
         let delay = asked.unwrap_or_else(|| self.backoff());
         self.attempts += 1;
-        tracing::warn!(
-            attempt = self.attempts,
-            delay_ms = delay.as_millis() as u64,
-            "retrying the model call"
-        );
+        tracing::warn!(attempt = self.attempts, delay_ms = delay.as_millis() as u64, "retrying the model call");
         Some(Box::pin(tokio::time::sleep(delay)))
     }
 

@@ -25,11 +25,7 @@ pub struct ScriptedModel {
 
 impl ScriptedModel {
     pub fn new(profile: ModelProfile, replies: Vec<Value>) -> Self {
-        Self {
-            profile,
-            replies: Mutex::new(replies.into()),
-            requests: Mutex::new(vec![]),
-        }
+        Self { profile, replies: Mutex::new(replies.into()), requests: Mutex::new(vec![]) }
     }
 
     pub fn from_profile(profile: &ModelProfile) -> Result<Self, LlmError> {
@@ -65,9 +61,7 @@ impl ChatModel for ScriptedModel {
         if let Ok(mut r) = self.requests.lock() {
             r.push(request.clone());
         }
-        let reply = self
-            .next_reply()
-            .ok_or_else(|| LlmError::ScriptExhausted(self.profile.name.clone()))?;
+        let reply = self.next_reply().ok_or_else(|| LlmError::ScriptExhausted(self.profile.name.clone()))?;
         let mut message = Message::assistant("");
         match &reply {
             Value::String(text) => message.content = text.clone(),
@@ -75,22 +69,13 @@ impl ChatModel for ScriptedModel {
                 let e = &o["error"];
                 return Err(LlmError::Http {
                     status: e.get("status").and_then(Value::as_u64).unwrap_or(500) as u16,
-                    message: e
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("scripted error")
-                        .to_string(),
+                    message: e.get("message").and_then(Value::as_str).unwrap_or("scripted error").to_string(),
                 });
             }
             Value::Object(o) if o.contains_key("tool_call") => message.tool_calls = vec![tool_call(0, &o["tool_call"])],
             Value::Object(o) if o.contains_key("tool_calls") => {
-                message.tool_calls = o["tool_calls"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .enumerate()
-                    .map(|(i, c)| tool_call(i, c))
-                    .collect()
+                message.tool_calls =
+                    o["tool_calls"].as_array().into_iter().flatten().enumerate().map(|(i, c)| tool_call(i, c)).collect()
             }
             other => message.content = other.to_string(),
         }
@@ -104,16 +89,9 @@ impl ChatModel for ScriptedModel {
             completion_tokens: tokens::count(&message.content) as u64,
             estimated: true,
         };
-        let finish = if message.tool_calls.is_empty() {
-            "stop"
-        } else {
-            "tool_calls"
-        };
+        let finish = if message.tool_calls.is_empty() { "stop" } else { "tool_calls" };
         Ok(ChatResponse {
-            message: Message {
-                role: Role::Assistant,
-                ..message
-            },
+            message: Message { role: Role::Assistant, ..message },
             usage,
             finish_reason: Some(finish.into()),
             model: format!("scripted:{}", self.profile.name),

@@ -8,20 +8,14 @@ use crate::types::Message;
 const PER_MESSAGE: usize = 4;
 
 pub fn count(text: &str) -> usize {
-    tiktoken_rs::cl100k_base_singleton()
-        .encode_with_special_tokens(text)
-        .len()
+    tiktoken_rs::cl100k_base_singleton().encode_with_special_tokens(text).len()
 }
 
 pub fn count_messages(messages: &[Message]) -> usize {
     messages
         .iter()
         .map(|m| {
-            let calls: usize = m
-                .tool_calls
-                .iter()
-                .map(|c| count(&c.name) + count(&c.arguments.to_string()))
-                .sum();
+            let calls: usize = m.tool_calls.iter().map(|c| count(&c.name) + count(&c.arguments.to_string())).sum();
             PER_MESSAGE + count(&m.content) + calls
         })
         .sum::<usize>()
@@ -35,8 +29,7 @@ pub fn truncate(text: &str, max: usize) -> String {
     if tokens.len() <= max {
         return text.to_string();
     }
-    bpe.decode(&tokens[..max])
-        .unwrap_or_else(|_| text.chars().take(max * 3).collect())
+    bpe.decode(&tokens[..max]).unwrap_or_else(|_| text.chars().take(max * 3).collect())
 }
 
 #[cfg(test)]

@@ -67,10 +67,7 @@ fn describe_tools(tools: &[ToolSpec]) -> String {
          When you have the final answer, answer {\"final_answer\": TEXT}.\nTools:\n",
     );
     for t in tools {
-        s.push_str(&format!(
-            "- {}: {} Arguments schema: {}\n",
-            t.name, t.description, t.parameters
-        ));
+        s.push_str(&format!("- {}: {} Arguments schema: {}\n", t.name, t.description, t.parameters));
     }
     s
 }
@@ -79,17 +76,9 @@ fn describe_tools(tools: &[ToolSpec]) -> String {
 pub fn parse_choice(text: &str) -> Result<Choice, String> {
     let v: Value = serde_json::from_str(text.trim()).map_err(|e| format!("the answer is not JSON ({e}): {text}"))?;
     if let Some(answer) = v.get("final_answer") {
-        return Ok(Choice::Final(
-            answer
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| answer.to_string()),
-        ));
+        return Ok(Choice::Final(answer.as_str().map(str::to_string).unwrap_or_else(|| answer.to_string())));
     }
-    let name = v
-        .get("tool")
-        .and_then(Value::as_str)
-        .ok_or("the answer names neither `tool` nor `final_answer`")?;
+    let name = v.get("tool").and_then(Value::as_str).ok_or("the answer names neither `tool` nor `final_answer`")?;
     Ok(Choice::Calls(vec![ToolCall {
         id: "call_0".into(),
         name: name.to_string(),
@@ -109,21 +98,13 @@ pub fn check_call(call: &ToolCall, tools: &[ToolSpec]) -> Result<(), String> {
         .iter_errors(&call.arguments)
         .map(|e| {
             let at = e.instance_path().to_string();
-            if at.is_empty() {
-                e.to_string()
-            } else {
-                format!("{at}: {e}")
-            }
+            if at.is_empty() { e.to_string() } else { format!("{at}: {e}") }
         })
         .collect();
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "arguments for `{}` are invalid: {}",
-            tool.name,
-            errors.join("; ")
-        ))
+        Err(format!("arguments for `{}` are invalid: {}", tool.name, errors.join("; ")))
     }
 }
 
@@ -144,11 +125,7 @@ pub async fn choose(
     };
     let mut usage = Usage::default();
     if native_first {
-        let request = ChatRequest {
-            messages: messages.to_vec(),
-            tools: tools.to_vec(),
-            response_format: None,
-        };
+        let request = ChatRequest { messages: messages.to_vec(), tools: tools.to_vec(), response_format: None };
         let r = model.chat(&request, sink).await?;
         add(&mut usage, r.usage);
         if !r.message.tool_calls.is_empty() {
@@ -165,10 +142,7 @@ pub async fn choose(
     let request = ChatRequest {
         messages: constrained,
         tools: vec![],
-        response_format: Some(ResponseFormat::JsonSchema {
-            name: "next_action".into(),
-            schema: choice_schema(tools),
-        }),
+        response_format: Some(ResponseFormat::JsonSchema { name: "next_action".into(), schema: choice_schema(tools) }),
     };
     let r = model.chat(&request, sink).await?;
     add(&mut usage, r.usage);
@@ -203,32 +177,18 @@ mod tests {
 
     #[test]
     fn calls_are_checked_against_the_schema() {
-        let call = |args: Value| ToolCall {
-            id: "c".into(),
-            name: "weather".into(),
-            arguments: args,
-        };
+        let call = |args: Value| ToolCall { id: "c".into(), name: "weather".into(), arguments: args };
         assert!(check_call(&call(json!({"city": "Paris"})), &[weather()]).is_ok());
         let e = check_call(&call(json!({"days": 0})), &[weather()]).unwrap_err();
         assert!(e.contains("\"city\" is a required property"), "{e}");
         assert!(e.contains("/days"), "{e}");
-        let e = check_call(
-            &ToolCall {
-                name: "news".into(),
-                ..call(json!({}))
-            },
-            &[weather()],
-        )
-        .unwrap_err();
+        let e = check_call(&ToolCall { name: "news".into(), ..call(json!({})) }, &[weather()]).unwrap_err();
         assert!(e.contains("no tool `news`"), "{e}");
     }
 
     #[test]
     fn constrained_answers_parse_into_choices() {
-        assert_eq!(
-            parse_choice(r#"{"final_answer": "42"}"#).unwrap(),
-            Choice::Final("42".into())
-        );
+        assert_eq!(parse_choice(r#"{"final_answer": "42"}"#).unwrap(), Choice::Final("42".into()));
         let Choice::Calls(c) = parse_choice(r#" {"tool": "weather", "arguments": {"city": "Oslo"}} "#).unwrap() else {
             panic!("not a call")
         };

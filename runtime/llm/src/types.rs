@@ -34,12 +34,7 @@ pub struct Message {
 
 impl Message {
     fn new(role: Role, content: impl Into<String>) -> Self {
-        Self {
-            role,
-            content: content.into(),
-            tool_calls: vec![],
-            tool_call_id: None,
-        }
+        Self { role, content: content.into(), tool_calls: vec![], tool_call_id: None }
     }
 
     pub fn system(content: impl Into<String>) -> Self {
@@ -55,10 +50,7 @@ impl Message {
     }
 
     pub fn tool(call_id: &str, content: impl Into<String>) -> Self {
-        Self {
-            tool_call_id: Some(call_id.to_string()),
-            ..Self::new(Role::Tool, content)
-        }
+        Self { tool_call_id: Some(call_id.to_string()), ..Self::new(Role::Tool, content) }
     }
 }
 

@@ -35,20 +35,11 @@ async fn smollm2_answers_and_streams() {
     let Some(model) = model() else { return };
     let tokens = Count(Default::default());
     let r = model
-        .chat(
-            &ChatRequest {
-                messages: vec![Message::user("Say hello.")],
-                ..Default::default()
-            },
-            Some(&tokens),
-        )
+        .chat(&ChatRequest { messages: vec![Message::user("Say hello.")], ..Default::default() }, Some(&tokens))
         .await
         .unwrap();
     assert!(!r.message.content.trim().is_empty());
-    assert!(
-        tokens.0.load(std::sync::atomic::Ordering::Relaxed) > 1,
-        "the answer streamed"
-    );
+    assert!(tokens.0.load(std::sync::atomic::Ordering::Relaxed) > 1, "the answer streamed");
     assert!(r.usage.prompt_tokens > 0 && r.usage.completion_tokens > 0);
 }
 
@@ -60,20 +51,9 @@ async fn smollm2_picks_a_tool_with_valid_arguments_through_the_schema() {
         description: "Current weather for a city.".into(),
         parameters: json!({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}),
     }];
-    let messages = [
-        Message::system("You can call tools."),
-        Message::user("Use the weather tool for Paris."),
-    ];
-    let (choice, _, _) = choose(
-        &model,
-        &NativeSupport::default(),
-        ToolMode::Schema,
-        &messages,
-        &tools,
-        None,
-    )
-    .await
-    .unwrap();
+    let messages = [Message::system("You can call tools."), Message::user("Use the weather tool for Paris.")];
+    let (choice, _, _) =
+        choose(&model, &NativeSupport::default(), ToolMode::Schema, &messages, &tools, None).await.unwrap();
     match choice {
         Choice::Calls(calls) => {
             assert_eq!(calls[0].name, "weather");

@@ -21,10 +21,7 @@ fn profile(server: &OpenAiServer, stream: bool) -> ModelProfile {
 }
 
 fn ask(text: &str) -> ChatRequest {
-    ChatRequest {
-        messages: vec![Message::system("be brief"), Message::user(text)],
-        ..Default::default()
-    }
+    ChatRequest { messages: vec![Message::system("be brief"), Message::user(text)], ..Default::default() }
 }
 
 #[derive(Default)]
@@ -45,23 +42,14 @@ async fn a_completion_round_trips_in_the_wire_format() {
         description: "web search".into(),
         parameters: json!({"type": "object"}),
     }];
-    req.response_format = Some(ResponseFormat::JsonSchema {
-        name: "answer".into(),
-        schema: json!({"type": "object"}),
-    });
+    req.response_format = Some(ResponseFormat::JsonSchema { name: "answer".into(), schema: json!({"type": "object"}) });
     let r = model.chat(&req, None).await.unwrap();
     assert_eq!(r.message.content, "Paris");
-    assert_eq!(
-        (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.estimated),
-        (11, 7, false)
-    );
+    assert_eq!((r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.estimated), (11, 7, false));
     let sent = server.requests.lock().unwrap()[0].clone();
     assert_eq!(sent["model"], "scripted-model");
     assert_eq!(sent["stream"], false);
-    assert_eq!(
-        sent["messages"][1],
-        json!({"role": "user", "content": "capital of France?"})
-    );
+    assert_eq!(sent["messages"][1], json!({"role": "user", "content": "capital of France?"}));
     assert_eq!(sent["tools"][0]["function"]["name"], "search");
     assert_eq!(sent["response_format"]["type"], "json_schema");
     assert!((sent["temperature"].as_f64().unwrap() - 0.2).abs() < 1e-6);
@@ -76,10 +64,7 @@ async fn streaming_delivers_tokens_and_joins_tool_call_fragments() {
     assert_eq!(r.message.content, "Hello world");
     assert_eq!(*sink.0.lock().unwrap(), ["Hel", "lo ", "world"]);
     assert_eq!(r.usage.completion_tokens, 3);
-    assert_eq!(
-        server.requests.lock().unwrap()[0]["stream_options"]["include_usage"],
-        true
-    );
+    assert_eq!(server.requests.lock().unwrap()[0]["stream_options"]["include_usage"], true);
 
     let chunk = |delta: serde_json::Value| json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [{"index": 0, "delta": delta, "finish_reason": null}]});
     server.push(Reply::Stream(vec![
@@ -99,33 +84,19 @@ async fn streaming_delivers_tokens_and_joins_tool_call_fragments() {
 
 #[tokio::test]
 async fn rate_limits_and_server_errors_are_retried_honouring_retry_after() {
-    let server = OpenAiServer::start(vec![
-        Reply::error(429, Some("1")),
-        Reply::error(503, None),
-        Reply::text("ok"),
-    ])
-    .await;
+    let server =
+        OpenAiServer::start(vec![Reply::error(429, Some("1")), Reply::error(503, None), Reply::text("ok")]).await;
     let model = OpenAiModel::new(profile(&server, false)).unwrap();
     let started = Instant::now();
     let r = model.chat(&ask("x"), None).await.unwrap();
     assert_eq!(r.message.content, "ok");
     assert_eq!(server.request_count(), 3);
-    assert!(
-        started.elapsed() >= Duration::from_millis(950),
-        "waited for Retry-After: {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_millis(950), "waited for Retry-After: {:?}", started.elapsed());
 
     // A Retry-After beyond what the profile accepts fails at once.
     server.push(Reply::error(429, Some("3600")));
     let err = model.chat(&ask("x"), None).await.unwrap_err();
-    assert_eq!(
-        err,
-        LlmError::Http {
-            status: 429,
-            message: "scripted 429".into()
-        }
-    );
+    assert_eq!(err, LlmError::Http { status: 429, message: "scripted 429".into() });
 }
 
 #[tokio::test]
@@ -139,17 +110,11 @@ async fn failures_are_clear_after_the_retries_run_out() {
 
     server.push(Reply::error(400, None));
     let err = model.chat(&ask("x"), None).await.unwrap_err();
-    assert!(
-        matches!(err, LlmError::Http { status: 400, .. }) && !err.is_retryable(),
-        "{err}"
-    );
+    assert!(matches!(err, LlmError::Http { status: 400, .. }) && !err.is_retryable(), "{err}");
     assert_eq!(server.request_count(), 5, "a client error is not retried");
 
     for _ in 0..4 {
-        server.push(Reply::Raw {
-            status: 200,
-            body: "{not json".into(),
-        });
+        server.push(Reply::Raw { status: 200, body: "{not json".into() });
     }
     let err = model.chat(&ask("x"), None).await.unwrap_err();
     assert!(matches!(err, LlmError::Malformed(_)), "{err}");
@@ -184,25 +149,13 @@ async fn tool_choice_uses_native_calls_or_falls_back_to_a_schema() {
     let native = json!({"id": "x", "object": "chat.completion", "created": 1, "model": "m", "choices": [{"index": 0,
         "message": {"role": "assistant", "content": null, "tool_calls": [{"id": "call_9", "type": "function",
         "function": {"name": "weather", "arguments": "{\"city\":\"Oslo\"}"}}]}, "finish_reason": "tool_calls"}]});
-    let server = OpenAiServer::start(vec![Reply::Json {
-        status: 200,
-        body: native,
-        headers: vec![],
-    }])
-    .await;
+    let server = OpenAiServer::start(vec![Reply::Json { status: 200, body: native, headers: vec![] }]).await;
     let model = OpenAiModel::new(profile(&server, false)).unwrap();
     let support = NativeSupport::default();
     let msgs = [Message::user("weather in Oslo?")];
-    let (choice, _, _) = choose(&model, &support, ToolMode::Auto, &msgs, &[weather_tool()], None)
-        .await
-        .unwrap();
-    let Choice::Calls(calls) = choice else {
-        panic!("expected a call")
-    };
-    assert_eq!(
-        (calls[0].id.as_str(), &calls[0].arguments),
-        ("call_9", &json!({"city": "Oslo"}))
-    );
+    let (choice, _, _) = choose(&model, &support, ToolMode::Auto, &msgs, &[weather_tool()], None).await.unwrap();
+    let Choice::Calls(calls) = choice else { panic!("expected a call") };
+    assert_eq!((calls[0].id.as_str(), &calls[0].arguments), ("call_9", &json!({"city": "Oslo"})));
     assert_eq!(server.request_count(), 1);
 
     // A server that answers tools with text (SmolLM2 on llama-server): the schema fallback picks the tool,
@@ -215,13 +168,9 @@ async fn tool_choice_uses_native_calls_or_falls_back_to_a_schema() {
     .await;
     let model = OpenAiModel::new(profile(&server, false)).unwrap();
     let support = NativeSupport::default();
-    let (choice, message, usage) = choose(&model, &support, ToolMode::Auto, &msgs, &[weather_tool()], None)
-        .await
-        .unwrap();
-    assert!(
-        matches!(choice, Choice::Calls(ref c) if c[0].arguments == json!({"city": "Oslo"})),
-        "{choice:?}"
-    );
+    let (choice, message, usage) =
+        choose(&model, &support, ToolMode::Auto, &msgs, &[weather_tool()], None).await.unwrap();
+    assert!(matches!(choice, Choice::Calls(ref c) if c[0].arguments == json!({"city": "Oslo"})), "{choice:?}");
     assert!(
         message.tool_calls.is_empty() && message.content.contains("\"tool\""),
         "plain text for servers without tools"
@@ -230,13 +179,7 @@ async fn tool_choice_uses_native_calls_or_falls_back_to_a_schema() {
     let constrained = server.requests.lock().unwrap()[1].clone();
     assert_eq!(constrained["response_format"]["json_schema"]["name"], "next_action");
     assert!(constrained.get("tools").is_none());
-    let (choice, _, _) = choose(&model, &support, ToolMode::Auto, &msgs, &[weather_tool()], None)
-        .await
-        .unwrap();
+    let (choice, _, _) = choose(&model, &support, ToolMode::Auto, &msgs, &[weather_tool()], None).await.unwrap();
     assert_eq!(choice, Choice::Final("Sunny".into()));
-    assert_eq!(
-        server.request_count(),
-        3,
-        "no native attempt once the server is known not to call tools"
-    );
+    assert_eq!(server.request_count(), 3, "no native attempt once the server is known not to call tools");
 }

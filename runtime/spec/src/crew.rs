@@ -94,9 +94,8 @@ pub fn interpolate(text: &str, inputs: &mut BTreeSet<String>) -> String {
 /// The model used when a crew declares none: the `OPENAI_MODEL_NAME` (or
 /// `MODEL`) model on the server of `OPENAI_BASE_URL`, as CrewAI does.
 fn default_model() -> Result<Arc<dyn ChatModel>, String> {
-    let name = std::env::var("OPENAI_MODEL_NAME")
-        .or_else(|_| std::env::var("MODEL"))
-        .unwrap_or_else(|_| "gpt-4o-mini".into());
+    let name =
+        std::env::var("OPENAI_MODEL_NAME").or_else(|_| std::env::var("MODEL")).unwrap_or_else(|_| "gpt-4o-mini".into());
     crewgraph_llm::connect(&ModelProfile::new("default", &name)).map_err(|e| e.to_string())
 }
 
@@ -146,30 +145,24 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
     let channels_so_far: BTreeSet<String> = BTreeSet::new();
     let mut tools = BTreeMap::new();
     if let Some(section) = f.opt("tools") {
-        for (k, v) in section
-            .entries()
-            .ok_or_else(|| f.err(section, "`tools`: expected a mapping of tool name to tool"))?
+        for (k, v) in
+            section.entries().ok_or_else(|| f.err(section, "`tools`: expected a mapping of tool name to tool"))?
         {
-            tools.insert(
-                k.name.clone(),
-                crate::http_tool::declare(file, &k.name, v, &channels_so_far)?,
-            );
+            tools.insert(k.name.clone(), crate::http_tool::declare(file, &k.name, v, &channels_so_far)?);
         }
     }
 
     let agents_at = f.req("agents")?;
     let mut agents: BTreeMap<String, Agent> = BTreeMap::new();
-    for (k, v) in agents_at
-        .entries()
-        .ok_or_else(|| f.err(agents_at, "`agents`: expected a mapping of agent name to agent"))?
+    for (k, v) in
+        agents_at.entries().ok_or_else(|| f.err(agents_at, "`agents`: expected a mapping of agent name to agent"))?
     {
         agents.insert(k.name.clone(), read_agent(file, &k.name, v, &models, &tools)?);
     }
     let tasks_at = f.req("tasks")?;
     let mut tasks: Vec<Task> = Vec::new();
-    for (k, v) in tasks_at
-        .entries()
-        .ok_or_else(|| f.err(tasks_at, "`tasks`: expected a mapping of task name to task"))?
+    for (k, v) in
+        tasks_at.entries().ok_or_else(|| f.err(tasks_at, "`tasks`: expected a mapping of task name to task"))?
     {
         tasks.push(read_task(file, &k.name, k.loc, v)?);
     }
@@ -188,12 +181,7 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
             return Err(SpecError::at(
                 file,
                 t.agent_loc,
-                format!(
-                    "task `{}` names unknown agent `{}` (agents: {})",
-                    t.name,
-                    t.agent,
-                    known.join(", ")
-                ),
+                format!("task `{}` names unknown agent `{}` (agents: {})", t.name, t.agent, known.join(", ")),
             )
             .into());
         }
@@ -225,20 +213,14 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
     for t in &tasks {
         texts.insert(
             t.name.clone(),
-            (
-                interpolate(&t.description, &mut inputs),
-                interpolate(&t.expected_output, &mut inputs),
-            ),
+            (interpolate(&t.description, &mut inputs), interpolate(&t.expected_output, &mut inputs)),
         );
     }
     let mut agent_texts: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
     for (k, a) in &agents {
         agent_texts.insert(
             k.clone(),
-            (
-                interpolate(&a.goal, &mut inputs),
-                a.backstory.as_ref().map(|b| interpolate(b, &mut inputs)),
-            ),
+            (interpolate(&a.goal, &mut inputs), a.backstory.as_ref().map(|b| interpolate(b, &mut inputs))),
         );
     }
 
@@ -263,10 +245,8 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
     }
     for t in &tasks {
         channels.insert(t.name.clone());
-        builder = builder.channel(ChannelSpec {
-            r#type: Some("string".into()),
-            ..ChannelSpec::new(&t.name, Reducer::Replace)
-        });
+        builder = builder
+            .channel(ChannelSpec { r#type: Some("string".into()), ..ChannelSpec::new(&t.name, Reducer::Replace) });
         if t.human_input {
             channels.insert(review(&t.name));
             builder = builder.channel(ChannelSpec::new(review(&t.name), Reducer::Replace));
@@ -275,11 +255,7 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
     let compile_text = |text: &str, at: Loc| {
         ValueTemplate::compile(&json!(text), &channels).map_err(|m| SpecErrors::from(SpecError::at(file, at, m)))
     };
-    let human: BTreeSet<&str> = tasks
-        .iter()
-        .filter(|t| t.human_input)
-        .map(|t| t.name.as_str())
-        .collect();
+    let human: BTreeSet<&str> = tasks.iter().filter(|t| t.human_input).map(|t| t.name.as_str()).collect();
     let done = |t: &str| if human.contains(t) { review(t) } else { t.to_string() };
 
     for t in &tasks {
@@ -301,11 +277,7 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
         let mut agent_tools = Vec::new();
         for n in &tool_names {
             agent_tools.push(tools.get(n).cloned().or_else(|| builtin_tool(n)).ok_or_else(|| {
-                SpecErrors::from(SpecError::at(
-                    file,
-                    t.loc,
-                    format!("task `{}` uses unknown tool `{n}`", t.name),
-                ))
+                SpecErrors::from(SpecError::at(file, t.loc, format!("task `{}` uses unknown tool `{n}`", t.name)))
             })?);
         }
         let node = AgentNode::new(AgentSpec {
@@ -362,18 +334,10 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
         }
     }
     builder = builder.output(names.clone());
-    let graph = builder.build().map_err(|errs| {
-        SpecErrors(
-            errs.into_iter()
-                .map(|e| SpecError::at(file, root.loc, e.message))
-                .collect(),
-        )
-    })?;
-    Ok(GraphDef {
-        graph: Arc::new(graph),
-        file: file.to_string(),
-        description,
-    })
+    let graph = builder
+        .build()
+        .map_err(|errs| SpecErrors(errs.into_iter().map(|e| SpecError::at(file, root.loc, e.message)).collect()))?;
+    Ok(GraphDef { graph: Arc::new(graph), file: file.to_string(), description })
 }
 
 fn review(task: &str) -> String {
@@ -394,9 +358,7 @@ fn read_agent(
     let backstory = f.opt_str("backstory")?.map(|b| b.trim().to_string());
     let model = match f.opt("llm") {
         Some(at) => {
-            let m = at
-                .as_str()
-                .ok_or_else(|| f.err(at, "`llm`: expected a model name from `models:`"))?;
+            let m = at.as_str().ok_or_else(|| f.err(at, "`llm`: expected a model name from `models:`"))?;
             models.get(m).cloned().ok_or_else(|| {
                 let known: Vec<&str> = models.keys().map(String::as_str).collect();
                 f.err(at, format!("unknown model `{m}` (models: [{}])", known.join(", ")))
@@ -410,10 +372,7 @@ fn read_agent(
     for t in &tool_names {
         if !tools.contains_key(t) && builtin_tool(t).is_none() {
             let at = v.get("tools").unwrap_or(v);
-            return Err(f.err(
-                at,
-                format!("unknown tool `{t}` (declare it under `tools:` or use a built-in)"),
-            ));
+            return Err(f.err(at, format!("unknown tool `{t}` (declare it under `tools:` or use a built-in)")));
         }
     }
     let max_iter = f.opt_u64("max_iter")?.unwrap_or(20).clamp(1, 100) as u32;
@@ -423,21 +382,10 @@ fn read_agent(
     if let Some(at) = f.opt("memory")
         && at.kind == Kind::Bool(true)
     {
-        return Err(f.err(
-            at,
-            "`memory: true` needs the memory store, which this version does not have yet",
-        ));
+        return Err(f.err(at, "`memory: true` needs the memory store, which this version does not have yet"));
     }
     f.finish()?;
-    Ok(Agent {
-        role,
-        goal,
-        backstory,
-        model,
-        tools: tool_names,
-        max_iter,
-        max_rpm,
-    })
+    Ok(Agent { role, goal, backstory, model, tools: tool_names, max_iter, max_rpm })
 }
 
 fn read_task(file: &str, name: &str, loc: Loc, v: &Yaml) -> Result<Task, SpecError> {
@@ -453,10 +401,7 @@ fn read_task(file: &str, name: &str, loc: Loc, v: &Yaml) -> Result<Task, SpecErr
     let tools = f.opt_strings("tools")?;
     for key in ["output_schema", "guardrail"] {
         if let Some(at) = f.opt(key) {
-            return Err(f.err(
-                at,
-                format!("`{key}` on crew tasks is not supported in this version yet"),
-            ));
+            return Err(f.err(at, format!("`{key}` on crew tasks is not supported in this version yet")));
         }
     }
     f.finish()?;

@@ -25,19 +25,8 @@ fn esc(s: &str) -> String {
 pub fn mermaid(g: &Graph) -> String {
     let mut out = String::from("flowchart TD\n    __start__([start])\n");
     for n in &g.nodes {
-        let shape = if n.node.kind() == "approval" {
-            ("{{", "}}")
-        } else {
-            ("[", "]")
-        };
-        let _ = writeln!(
-            out,
-            "    {}{}\"{}\"{}",
-            n.name,
-            shape.0,
-            esc(&label(g, &n.name)),
-            shape.1
-        );
+        let shape = if n.node.kind() == "approval" { ("{{", "}}") } else { ("[", "]") };
+        let _ = writeln!(out, "    {}{}\"{}\"{}", n.name, shape.0, esc(&label(g, &n.name)), shape.1);
     }
     let _ = writeln!(out, "    {END}([end])");
     for e in &g.entry {
@@ -67,18 +56,10 @@ pub fn mermaid(g: &Graph) -> String {
 /// A Graphviz DOT digraph.
 pub fn dot(g: &Graph) -> String {
     let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-    let mut out = format!(
-        "digraph {} {{\n    rankdir=TB;\n    __start__ [shape=circle label=start];\n",
-        q(&g.name)
-    );
+    let mut out = format!("digraph {} {{\n    rankdir=TB;\n    __start__ [shape=circle label=start];\n", q(&g.name));
     for n in &g.nodes {
         let shape = if n.node.kind() == "approval" { "diamond" } else { "box" };
-        let _ = writeln!(
-            out,
-            "    {} [shape={shape} label={}];",
-            q(&n.name),
-            q(&label(g, &n.name))
-        );
+        let _ = writeln!(out, "    {} [shape={shape} label={}];", q(&n.name), q(&label(g, &n.name)));
     }
     let _ = writeln!(out, "    {END} [shape=doublecircle label=end];");
     for e in &g.entry {
@@ -87,13 +68,7 @@ pub fn dot(g: &Graph) -> String {
     for e in &g.edges {
         match &e.condition {
             Some(c) => {
-                let _ = writeln!(
-                    out,
-                    "    {} -> {} [style=dashed label={}];",
-                    q(&e.from),
-                    q(&e.to),
-                    q(c.source())
-                );
+                let _ = writeln!(out, "    {} -> {} [style=dashed label={}];", q(&e.from), q(&e.to), q(c.source()));
             }
             None => {
                 let _ = writeln!(out, "    {} -> {};", q(&e.from), q(&e.to));

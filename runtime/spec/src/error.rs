@@ -18,12 +18,7 @@ pub struct SpecError {
 
 impl SpecError {
     pub fn at(file: &str, loc: Loc, message: impl Into<String>) -> Self {
-        Self {
-            file: file.to_string(),
-            line: loc.line,
-            column: loc.column,
-            message: message.into(),
-        }
+        Self { file: file.to_string(), line: loc.line, column: loc.column, message: message.into() }
     }
 }
 

@@ -15,14 +15,7 @@ use crate::nodes::{BuildCtx, Registry};
 use crate::template::Expr;
 use crate::yaml::{self, Fields, Kind, Loc, Yaml};
 
-const COMMON_NODE_KEYS: &[&str] = &[
-    "kind",
-    "description",
-    "retry",
-    "timeout_s",
-    "interrupt_before",
-    "interrupt_after",
-];
+const COMMON_NODE_KEYS: &[&str] = &["kind", "description", "retry", "timeout_s", "interrupt_before", "interrupt_after"];
 const TYPES: &[&str] = &["string", "number", "integer", "boolean", "array", "object", "any"];
 
 /// A compiled graph definition with what the engine graph does not carry.
@@ -45,10 +38,7 @@ impl GraphDef {
             if let Some(t) = &ch.r#type
                 && !type_matches(t, v)
             {
-                return Err(format!(
-                    "input.{k}: expected {t}, got {}",
-                    crewgraph_engine::channel::kind_of(v)
-                ));
+                return Err(format!("input.{k}: expected {t}, got {}", crewgraph_engine::channel::kind_of(v)));
             }
         }
         Ok(())
@@ -115,19 +105,12 @@ pub fn parse_graph(
     let mut node_locs: Vec<(String, Loc)> = Vec::new();
     let nodes = f.req("nodes")?;
     let entries = nodes.entries().ok_or_else(|| {
-        f.err(
-            nodes,
-            format!(
-                "`nodes`: expected a mapping of node name to node, found {}",
-                nodes.type_name()
-            ),
-        )
+        f.err(nodes, format!("`nodes`: expected a mapping of node name to node, found {}", nodes.type_name()))
     })?;
     let mut tools = std::collections::BTreeMap::new();
     if let Some(section) = f.opt("tools") {
-        let entries = section
-            .entries()
-            .ok_or_else(|| f.err(section, "`tools`: expected a mapping of tool name to tool"))?;
+        let entries =
+            section.entries().ok_or_else(|| f.err(section, "`tools`: expected a mapping of tool name to tool"))?;
         for (key, decl) in entries {
             match crate::http_tool::declare(file, &key.name, decl, &channel_names) {
                 Ok(t) => {
@@ -147,15 +130,7 @@ pub fn parse_graph(
         },
         None => Default::default(),
     };
-    let ctx = BuildCtx {
-        file,
-        channels: &channel_names,
-        registry,
-        catalog,
-        depth,
-        tools: &tools,
-        models: &models,
-    };
+    let ctx = BuildCtx { file, channels: &channel_names, registry, catalog, depth, tools: &tools, models: &models };
     for (key, decl) in entries {
         node_locs.push((key.name.clone(), key.loc));
         match read_node(&key.name, decl, &ctx) {
@@ -168,13 +143,7 @@ pub fn parse_graph(
     if let Some(edges) = f.opt("edges") {
         let Kind::Seq(items) = &edges.kind else {
             return Err(f
-                .err(
-                    edges,
-                    format!(
-                        "`edges`: expected a list of {{from, to, when}}, found {}",
-                        edges.type_name()
-                    ),
-                )
+                .err(edges, format!("`edges`: expected a list of {{from, to, when}}, found {}", edges.type_name()))
                 .into());
         };
         for item in items {
@@ -202,9 +171,7 @@ pub fn parse_graph(
                         .edge
                         .and_then(|i| edge_locs.get(i).copied())
                         .or_else(|| {
-                            s.node
-                                .as_ref()
-                                .and_then(|n| node_locs.iter().find(|(k, _)| k == n).map(|(_, l)| *l))
+                            s.node.as_ref().and_then(|n| node_locs.iter().find(|(k, _)| k == n).map(|(_, l)| *l))
                         })
                         .unwrap_or(entry_at.loc);
                     SpecError::at(file, loc, s.message)
@@ -212,11 +179,7 @@ pub fn parse_graph(
                 .collect(),
         )
     })?;
-    Ok(GraphDef {
-        graph: Arc::new(graph),
-        file: file.to_string(),
-        description,
-    })
+    Ok(GraphDef { graph: Arc::new(graph), file: file.to_string(), description })
 }
 
 fn read_channels(f: &mut Fields<'_>) -> Result<Vec<ChannelSpec>, SpecError> {
@@ -262,11 +225,7 @@ fn read_channels(f: &mut Fields<'_>) -> Result<Vec<ChannelSpec>, SpecError> {
             _ => {
                 return Err(f.err(
                     decl,
-                    format!(
-                        "channel `{}`: expected a type name or a mapping, found {}",
-                        key.name,
-                        decl.type_name()
-                    ),
+                    format!("channel `{}`: expected a type name or a mapping, found {}", key.name, decl.type_name()),
                 ));
             }
         }
@@ -279,10 +238,7 @@ fn check_type(f: &Fields<'_>, at: &Yaml, t: &str) -> Result<String, SpecError> {
     if TYPES.contains(&t) {
         Ok(t.to_string())
     } else {
-        Err(f.err(
-            at,
-            format!("unknown type `{t}` (expected one of: {})", TYPES.join(", ")),
-        ))
+        Err(f.err(at, format!("unknown type `{t}` (expected one of: {})", TYPES.join(", "))))
     }
 }
 
@@ -356,12 +312,9 @@ fn read_edge(file: &str, item: &Yaml, channels: &BTreeSet<String>) -> Result<Rea
     let cond: Option<Arc<dyn Condition>> = match f.opt("when") {
         None => None,
         Some(w) => {
-            let src = w.as_str().ok_or_else(|| {
-                f.err(
-                    w,
-                    "`when`: expected a condition such as \"state.review.action == 'approve'\"",
-                )
-            })?;
+            let src = w
+                .as_str()
+                .ok_or_else(|| f.err(w, "`when`: expected a condition such as \"state.review.action == 'approve'\""))?;
             Some(Arc::new(Expr::compile(src, channels).map_err(|m| f.err(w, m))?))
         }
     };

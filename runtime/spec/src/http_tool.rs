@@ -88,13 +88,9 @@ pub fn declare(
     }
     let mut headers = Vec::new();
     if let Some(hs) = h.opt("headers") {
-        for (k, v) in hs
-            .entries()
-            .ok_or_else(|| h.err(hs, "`headers`: expected a mapping of name to value"))?
-        {
-            let v = v
-                .as_str()
-                .ok_or_else(|| h.err(v, "a header value must be a string (use `bearer_env` for secrets)"))?;
+        for (k, v) in hs.entries().ok_or_else(|| h.err(hs, "`headers`: expected a mapping of name to value"))? {
+            let v =
+                v.as_str().ok_or_else(|| h.err(v, "a header value must be a string (use `bearer_env` for secrets)"))?;
             headers.push((k.name.clone(), v.to_string()));
         }
     }
@@ -118,22 +114,10 @@ pub fn declare(
 /// Whether `CREWGRAPH_HTTP_ALLOW` lets a call reach `url`.
 fn allowed(url: &reqwest::Url) -> Result<(), String> {
     let host = url.host_str().unwrap_or_default();
-    let with_port = url
-        .port_or_known_default()
-        .map(|p| format!("{host}:{p}"))
-        .unwrap_or_else(|| host.to_string());
+    let with_port = url.port_or_known_default().map(|p| format!("{host}:{p}")).unwrap_or_else(|| host.to_string());
     let list = std::env::var("CREWGRAPH_HTTP_ALLOW").unwrap_or_default();
-    let ok = list
-        .split(',')
-        .map(str::trim)
-        .any(|a| a == "*" || a == host || a == with_port);
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "host `{with_port}` is not in CREWGRAPH_HTTP_ALLOW (allowed: `{list}`)"
-        ))
-    }
+    let ok = list.split(',').map(str::trim).any(|a| a == "*" || a == host || a == with_port);
+    if ok { Ok(()) } else { Err(format!("host `{with_port}` is not in CREWGRAPH_HTTP_ALLOW (allowed: `{list}`)")) }
 }
 
 #[async_trait]
@@ -156,13 +140,7 @@ impl Tool for HttpTool {
 
     async fn call(&self, args: Value, call: &ToolCall) -> Result<Value, NodeError> {
         let tool = &self.name;
-        let url = self
-            .url
-            .render(&Scope {
-                args: Some(&args),
-                ..Default::default()
-            })
-            .map_err(NodeError::fatal)?;
+        let url = self.url.render(&Scope { args: Some(&args), ..Default::default() }).map_err(NodeError::fatal)?;
         let url = url.as_str().unwrap_or_default();
         let url =
             reqwest::Url::parse(url).map_err(|e| NodeError::fatal(format!("tool `{tool}`: bad URL `{url}`: {e}")))?;
@@ -171,8 +149,7 @@ impl Tool for HttpTool {
         let mut url = url;
         if query && let Some(m) = args.as_object() {
             let text = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
-            url.query_pairs_mut()
-                .extend_pairs(m.iter().map(|(k, v)| (k.clone(), text(v))));
+            url.query_pairs_mut().extend_pairs(m.iter().map(|(k, v)| (k.clone(), text(v))));
         }
         let mut req = client()
             .request(self.method.clone(), url)
@@ -191,11 +168,7 @@ impl Tool for HttpTool {
         }
         let response = req.send().await.map_err(|e| {
             let msg = format!("tool `{tool}`: {e}");
-            if e.is_timeout() || e.is_connect() {
-                NodeError::transient(msg)
-            } else {
-                NodeError::fatal(msg)
-            }
+            if e.is_timeout() || e.is_connect() { NodeError::transient(msg) } else { NodeError::fatal(msg) }
         })?;
         let status = response.status();
         let text = response

@@ -28,10 +28,7 @@ pub fn profile(file: &str, name: &str, decl: &Yaml) -> Result<ModelProfile, Spec
             Some("openai") => Provider::Openai,
             Some("scripted") => Provider::Scripted,
             _ => {
-                return Err(f.err(
-                    at,
-                    "`provider`: expected `openai` (any OpenAI-compatible server) or `scripted`",
-                ));
+                return Err(f.err(at, "`provider`: expected `openai` (any OpenAI-compatible server) or `scripted`"));
             }
         };
     }
@@ -40,10 +37,7 @@ pub fn profile(file: &str, name: &str, decl: &Yaml) -> Result<ModelProfile, Spec
         p.api_key_env = env.to_string();
     }
     if let Some(at) = f.opt("api_key") {
-        return Err(f.err(
-            at,
-            "put the key in an environment variable and name it with `api_key_env`",
-        ));
+        return Err(f.err(at, "put the key in an environment variable and name it with `api_key_env`"));
     }
     p.temperature = f.opt_f64("temperature")?.map(|t| t as f32);
     p.max_tokens = f.opt_u64("max_tokens")?.map(|m| m.min(u32::MAX as u64) as u32);
@@ -84,13 +78,9 @@ pub fn profile(file: &str, name: &str, decl: &Yaml) -> Result<ModelProfile, Spec
 
 /// Reads the `models:` section and connects each profile.
 pub fn read(file: &str, section: &Yaml) -> Result<Models, SpecError> {
-    let entries = section.entries().ok_or_else(|| {
-        SpecError::at(
-            file,
-            section.loc,
-            "`models`: expected a mapping of model name to profile",
-        )
-    })?;
+    let entries = section
+        .entries()
+        .ok_or_else(|| SpecError::at(file, section.loc, "`models`: expected a mapping of model name to profile"))?;
     let mut models = Models::new();
     for (key, decl) in entries {
         let p = profile(file, &key.name, decl)?;

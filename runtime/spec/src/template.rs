@@ -131,9 +131,7 @@ impl minijinja::value::Object for LazyJson {
             Value::Array(items) => {
                 let i = key.as_i64()?;
                 let i = if i < 0 { items.len() as i64 + i } else { i };
-                (0..items.len() as i64)
-                    .contains(&i)
-                    .then(|| self.child(PathStep::Index(i as usize)))
+                (0..items.len() as i64).contains(&i).then(|| self.child(PathStep::Index(i as usize)))
             }
             _ => None,
         }
@@ -170,9 +168,7 @@ fn check_references(
                 ));
             }
         } else if !SCOPE.contains(&root) && !extra.contains(&root) {
-            return Err(format!(
-                "references unknown variable `{root}` (available: state, item, index, resume)"
-            ));
+            return Err(format!("references unknown variable `{root}` (available: state, item, index, resume)"));
         }
     }
     Ok(())
@@ -193,21 +189,16 @@ pub struct Expr {
 impl Expr {
     /// Compiles and checks that every `state.X` it reads is a declared channel.
     pub fn compile(source: &str, channels: &BTreeSet<String>) -> Result<Self, String> {
-        let expr = env()
-            .compile_expression(source)
-            .map_err(|e| format!("invalid condition `{source}`: {}", describe(&e)))?;
+        let expr =
+            env().compile_expression(source).map_err(|e| format!("invalid condition `{source}`: {}", describe(&e)))?;
         check_references(expr.undeclared_variables(true), channels, &[])
             .map_err(|m| format!("condition `{source}` {m}"))?;
-        Ok(Self {
-            source: source.to_string(),
-        })
+        Ok(Self { source: source.to_string() })
     }
 
     pub fn eval(&self, scope: &Scope) -> Result<Value, String> {
         let expr = env().compile_expression(&self.source).map_err(|e| describe(&e))?;
-        let v = expr
-            .eval(scope.context())
-            .map_err(|e| format!("`{}`: {}", self.source, describe(&e)))?;
+        let v = expr.eval(scope.context()).map_err(|e| format!("`{}`: {}", self.source, describe(&e)))?;
         serde_json::to_value(&v).map_err(|e| e.to_string())
     }
 }
@@ -216,13 +207,7 @@ impl Condition for Expr {
     fn eval(&self, state: &Arc<Value>) -> Result<bool, String> {
         let expr = env().compile_expression(&self.source).map_err(|e| describe(&e))?;
         let v = expr
-            .eval(
-                Scope {
-                    state: Some(state),
-                    ..Default::default()
-                }
-                .context(),
-            )
+            .eval(Scope { state: Some(state), ..Default::default() }.context())
             .map_err(|e| format!("`{}`: {}", self.source, describe(&e)))?;
         Ok(v.is_true())
     }
@@ -275,16 +260,11 @@ impl ValueTemplate {
                     ValueTemplate::Text(s.clone())
                 }
             },
-            Value::Array(items) => ValueTemplate::List(
-                items
-                    .iter()
-                    .map(|i| Self::compile(i, channels))
-                    .collect::<Result<_, _>>()?,
-            ),
+            Value::Array(items) => {
+                ValueTemplate::List(items.iter().map(|i| Self::compile(i, channels)).collect::<Result<_, _>>()?)
+            }
             Value::Object(m) => ValueTemplate::Object(
-                m.iter()
-                    .map(|(k, v)| Ok((k.clone(), Self::compile(v, channels)?)))
-                    .collect::<Result<_, String>>()?,
+                m.iter().map(|(k, v)| Ok((k.clone(), Self::compile(v, channels)?))).collect::<Result<_, String>>()?,
             ),
             other => ValueTemplate::Literal(other.clone()),
         })
@@ -295,28 +275,18 @@ impl ValueTemplate {
             ValueTemplate::Literal(v) => v.clone(),
             ValueTemplate::Expr(e) => {
                 let expr = env().compile_expression(e).map_err(|err| describe(&err))?;
-                let v = expr
-                    .eval(scope.context())
-                    .map_err(|err| format!("`{{{{ {e} }}}}`: {}", describe(&err)))?;
-                if v.is_undefined() {
-                    Value::Null
-                } else {
-                    serde_json::to_value(&v).map_err(|err| err.to_string())?
-                }
+                let v = expr.eval(scope.context()).map_err(|err| format!("`{{{{ {e} }}}}`: {}", describe(&err)))?;
+                if v.is_undefined() { Value::Null } else { serde_json::to_value(&v).map_err(|err| err.to_string())? }
             }
-            ValueTemplate::Text(t) => Value::String(
-                env()
-                    .render_str(t, scope.context())
-                    .map_err(|err| format!("`{t}`: {}", describe(&err)))?,
-            ),
+            ValueTemplate::Text(t) => {
+                Value::String(env().render_str(t, scope.context()).map_err(|err| format!("`{t}`: {}", describe(&err)))?)
+            }
             ValueTemplate::List(items) => {
                 Value::Array(items.iter().map(|i| i.render(scope)).collect::<Result<_, _>>()?)
             }
-            ValueTemplate::Object(m) => Value::Object(
-                m.iter()
-                    .map(|(k, v)| Ok((k.clone(), v.render(scope)?)))
-                    .collect::<Result<_, String>>()?,
-            ),
+            ValueTemplate::Object(m) => {
+                Value::Object(m.iter().map(|(k, v)| Ok((k.clone(), v.render(scope)?))).collect::<Result<_, String>>()?)
+            }
         })
     }
 }
@@ -333,18 +303,10 @@ mod tests {
     #[test]
     fn single_expressions_keep_their_type_and_text_renders() {
         let ch = channels(&["count", "topic"]);
-        let t = ValueTemplate::compile(
-            &json!({"n": "{{ state.count + 1 }}", "s": "About {{ state.topic }}!"}),
-            &ch,
-        )
-        .unwrap();
-        let state = Arc::new(json!({"count": 2, "topic": "cats"}));
-        let out = t
-            .render(&Scope {
-                state: Some(&state),
-                ..Default::default()
-            })
+        let t = ValueTemplate::compile(&json!({"n": "{{ state.count + 1 }}", "s": "About {{ state.topic }}!"}), &ch)
             .unwrap();
+        let state = Arc::new(json!({"count": 2, "topic": "cats"}));
+        let out = t.render(&Scope { state: Some(&state), ..Default::default() }).unwrap();
         assert_eq!(out, json!({"n": 3, "s": "About cats!"}));
     }
 
@@ -363,16 +325,8 @@ mod tests {
     fn templates_read_nested_state_lists_and_filters() {
         let ch = channels(&["log", "review", "nothing"]);
         let state = Arc::new(json!({"log": ["a", "b"], "review": {"action": "edit", "value": 3}, "nothing": null}));
-        let scope = Scope {
-            state: Some(&state),
-            ..Default::default()
-        };
-        let t = |src: &str| {
-            ValueTemplate::compile(&json!(src), &ch)
-                .unwrap()
-                .render(&scope)
-                .unwrap()
-        };
+        let scope = Scope { state: Some(&state), ..Default::default() };
+        let t = |src: &str| ValueTemplate::compile(&json!(src), &ch).unwrap().render(&scope).unwrap();
         assert_eq!(t("{{ state.log | length }}"), json!(2));
         assert_eq!(t("{{ state.log | join('+') }}"), json!("a+b"));
         assert_eq!(t("{{ state.log[-1] }}"), json!("b"));
@@ -381,11 +335,8 @@ mod tests {
         assert_eq!(t("{{ 'yes' if state.nothing else 'no' }}"), json!("no"));
         assert_eq!(t("{% for x in state.log %}{{ x }}{% endfor %}"), json!("ab"));
         assert!(
-            Condition::eval(
-                &Expr::compile("state.review.action in ['edit', 'approve']", &ch).unwrap(),
-                &state
-            )
-            .unwrap()
+            Condition::eval(&Expr::compile("state.review.action in ['edit', 'approve']", &ch).unwrap(), &state)
+                .unwrap()
         );
     }
 

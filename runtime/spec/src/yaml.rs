@@ -49,10 +49,7 @@ impl<'de> Deserialize<'de> for RawKind {
 }
 
 fn located(s: Spanned<RawKind>) -> Yaml {
-    let loc = Loc {
-        line: s.referenced.line(),
-        column: s.referenced.column(),
-    };
+    let loc = Loc { line: s.referenced.line(), column: s.referenced.column() };
     Yaml { loc, kind: s.value.0 }
 }
 
@@ -109,17 +106,11 @@ impl<'de> Visitor<'de> for KindVisitor {
                 Kind::Float(f) => f.to_string(),
                 Kind::Null => "null".to_string(),
                 _ => {
-                    return Err(de::Error::custom(format!(
-                        "line {}: a mapping key must be a scalar",
-                        key.loc.line
-                    )));
+                    return Err(de::Error::custom(format!("line {}: a mapping key must be a scalar", key.loc.line)));
                 }
             };
             if entries.iter().any(|(k, _)| k.name == name) {
-                return Err(de::Error::custom(format!(
-                    "duplicate key `{name}` at line {}",
-                    key.loc.line
-                )));
+                return Err(de::Error::custom(format!("duplicate key `{name}` at line {}", key.loc.line)));
             }
             let value = located(map.next_value::<Spanned<RawKind>>()?);
             entries.push((Key { name, loc: key.loc }, value));
@@ -131,11 +122,7 @@ impl<'de> Visitor<'de> for KindVisitor {
 /// Parses YAML text into a located tree; syntax errors carry their position.
 pub fn parse(file: &str, text: &str) -> Result<Yaml, SpecError> {
     if text.trim().is_empty() {
-        return Err(SpecError::at(
-            file,
-            Loc { line: 1, column: 1 },
-            "the file is empty; expected a YAML mapping",
-        ));
+        return Err(SpecError::at(file, Loc { line: 1, column: 1 }, "the file is empty; expected a YAML mapping"));
     }
     // YAML 1.2 booleans only: a node called `n` or `on` stays a string.
     let mut options = serde_saphyr::Options::default();
@@ -143,20 +130,11 @@ pub fn parse(file: &str, text: &str) -> Result<Yaml, SpecError> {
     match serde_saphyr::from_str_with_options::<Spanned<RawKind>>(text, options) {
         Ok(v) => Ok(located(v)),
         Err(e) => {
-            let loc = e
-                .location()
-                .map(|l| Loc {
-                    line: l.line(),
-                    column: l.column(),
-                })
-                .unwrap_or(Loc { line: 1, column: 1 });
+            let loc =
+                e.location().map(|l| Loc { line: l.line(), column: l.column() }).unwrap_or(Loc { line: 1, column: 1 });
             let msg = e.to_string();
             // The rendered error may include a source snippet; the first line is the message.
-            let first = msg
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid YAML")
-                .trim();
+            let first = msg.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid YAML").trim();
             let first = first.trim_start_matches("error: ");
             Err(SpecError::at(file, loc, format!("invalid YAML: {first}")))
         }
@@ -200,9 +178,7 @@ impl Yaml {
             Kind::Null => Value::Null,
             Kind::Bool(b) => Value::Bool(*b),
             Kind::Int(i) => Value::from(*i),
-            Kind::Float(f) => serde_json::Number::from_f64(*f)
-                .map(Value::Number)
-                .unwrap_or(Value::Null),
+            Kind::Float(f) => serde_json::Number::from_f64(*f).map(Value::Number).unwrap_or(Value::Null),
             Kind::Str(s) => Value::String(s.clone()),
             Kind::Seq(items) => Value::Array(items.iter().map(Yaml::to_json).collect()),
             Kind::Map(m) => Value::Object(m.iter().map(|(k, v)| (k.name.clone(), v.to_json())).collect()),
@@ -228,12 +204,7 @@ impl<'a> Fields<'a> {
                 format!("{what}: expected a mapping, found {}", node.type_name()),
             ));
         }
-        Ok(Self {
-            file,
-            node,
-            what,
-            used: Vec::new(),
-        })
+        Ok(Self { file, node, what, used: Vec::new() })
     }
 
     pub fn err(&self, at: &Yaml, message: impl Into<String>) -> SpecError {
@@ -247,11 +218,7 @@ impl<'a> Fields<'a> {
 
     pub fn req(&mut self, key: &'a str) -> Result<&'a Yaml, SpecError> {
         self.opt(key).ok_or_else(|| {
-            SpecError::at(
-                self.file,
-                self.node.loc,
-                format!("{}: missing required key `{key}`", self.what),
-            )
+            SpecError::at(self.file, self.node.loc, format!("{}: missing required key `{key}`", self.what))
         })
     }
 
@@ -267,16 +234,13 @@ impl<'a> Fields<'a> {
 
     pub fn req_str(&mut self, key: &'a str) -> Result<&'a str, SpecError> {
         let v = self.req(key)?;
-        v.as_str()
-            .ok_or_else(|| self.err(v, format!("`{key}`: expected a string, found {}", v.type_name())))
+        v.as_str().ok_or_else(|| self.err(v, format!("`{key}`: expected a string, found {}", v.type_name())))
     }
 
     pub fn opt_bool(&mut self, key: &'a str) -> Result<Option<bool>, SpecError> {
         match self.opt(key) {
             None => Ok(None),
-            Some(Yaml {
-                kind: Kind::Bool(b), ..
-            }) => Ok(Some(*b)),
+            Some(Yaml { kind: Kind::Bool(b), .. }) => Ok(Some(*b)),
             Some(v) => Err(self.err(v, format!("`{key}`: expected true or false, found {}", v.type_name()))),
         }
     }
@@ -285,10 +249,7 @@ impl<'a> Fields<'a> {
         match self.opt(key) {
             None => Ok(None),
             Some(Yaml { kind: Kind::Int(i), .. }) if *i >= 0 => Ok(Some(*i as u64)),
-            Some(v) => Err(self.err(
-                v,
-                format!("`{key}`: expected a non-negative integer, found {}", v.type_name()),
-            )),
+            Some(v) => Err(self.err(v, format!("`{key}`: expected a non-negative integer, found {}", v.type_name()))),
         }
     }
 
@@ -296,13 +257,8 @@ impl<'a> Fields<'a> {
         match self.opt(key) {
             None => Ok(None),
             Some(Yaml { kind: Kind::Int(i), .. }) if *i >= 0 => Ok(Some(*i as f64)),
-            Some(Yaml {
-                kind: Kind::Float(f), ..
-            }) if *f >= 0.0 => Ok(Some(*f)),
-            Some(v) => Err(self.err(
-                v,
-                format!("`{key}`: expected a non-negative number, found {}", v.type_name()),
-            )),
+            Some(Yaml { kind: Kind::Float(f), .. }) if *f >= 0.0 => Ok(Some(*f)),
+            Some(v) => Err(self.err(v, format!("`{key}`: expected a non-negative number, found {}", v.type_name()))),
         }
     }
 
@@ -322,13 +278,7 @@ impl<'a> Fields<'a> {
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
-            _ => Err(self.err(
-                v,
-                format!(
-                    "`{key}`: expected a string or a list of strings, found {}",
-                    v.type_name()
-                ),
-            )),
+            _ => Err(self.err(v, format!("`{key}`: expected a string or a list of strings, found {}", v.type_name()))),
         }
     }
 
@@ -342,12 +292,7 @@ impl<'a> Fields<'a> {
                 return Err(SpecError::at(
                     self.file,
                     k.loc,
-                    format!(
-                        "{}: unknown key `{}` (expected one of: {})",
-                        self.what,
-                        k.name,
-                        valid.join(", ")
-                    ),
+                    format!("{}: unknown key `{}` (expected one of: {})", self.what, k.name, valid.join(", ")),
                 ));
             }
         }
@@ -373,10 +318,7 @@ mod tests {
     #[test]
     fn yaml_1_1_booleans_stay_strings() {
         let y = parse("f.yaml", "a: n\nb: on\nc: yes\nd: true\n").unwrap();
-        assert_eq!(
-            y.to_json(),
-            serde_json::json!({"a": "n", "b": "on", "c": "yes", "d": true})
-        );
+        assert_eq!(y.to_json(), serde_json::json!({"a": "n", "b": "on", "c": "yes", "d": true}));
     }
 
     #[test]

@@ -30,17 +30,12 @@ nodes:
 {agent_extra}
 "
     );
-    parse_graph("agent.yaml", &yaml, &Registry::builtin(), None, 0)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .graph
+    parse_graph("agent.yaml", &yaml, &Registry::builtin(), None, 0).unwrap_or_else(|e| panic!("{e}")).graph
 }
 
 fn runtime() -> (Runtime, Arc<MemoryStore>) {
     let store = Arc::new(MemoryStore::new());
-    (
-        Runtime::new(store.clone(), store.clone(), Arc::new(CollectSink::default())),
-        store,
-    )
+    (Runtime::new(store.clone(), store.clone(), Arc::new(CollectSink::default())), store)
 }
 
 fn input() -> Map<String, Value> {
@@ -53,22 +48,10 @@ fn requests(server: &OpenAiServer) -> Vec<Value> {
 
 #[tokio::test]
 async fn the_agent_calls_tools_until_it_answers() {
-    let server = OpenAiServer::start(vec![
-        Reply::tool_call("echo", json!({"text": "4"})),
-        Reply::text("It is 4."),
-    ])
-    .await;
+    let server =
+        OpenAiServer::start(vec![Reply::tool_call("echo", json!({"text": "4"})), Reply::text("It is 4.")]).await;
     let (rt, _) = runtime();
-    let run = rt
-        .start(
-            graph(&server.base_url, "    tools: [echo]", ""),
-            input(),
-            None,
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+    let run = rt.start(graph(&server.base_url, "    tools: [echo]", ""), input(), None, None, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded, "{}", run.error);
     assert_eq!(run.output["answer"], "It is 4.");
     let r = requests(&server);
@@ -76,20 +59,11 @@ async fn the_agent_calls_tools_until_it_answers() {
         r[0]["messages"][0]["content"],
         "You are Researcher. Your goal: Answer What is 2+2?\nYou double-check facts."
     );
-    assert_eq!(
-        r[0]["messages"][1]["content"],
-        "What is 2+2?\n\nExpected output: One sentence."
-    );
+    assert_eq!(r[0]["messages"][1]["content"], "What is 2+2?\n\nExpected output: One sentence.");
     assert_eq!(r[0]["tools"][0]["function"]["name"], "echo");
     let last = r[1]["messages"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(
-        last,
-        json!({"role": "tool", "content": "{\"text\":\"4\"}", "tool_call_id": "call_echo"})
-    );
-    assert_eq!(
-        run.usage["by_node"]["researcher"]["prompt_tokens"], 41,
-        "30 + 11 reported"
-    );
+    assert_eq!(last, json!({"role": "tool", "content": "{\"text\":\"4\"}", "tool_call_id": "call_echo"}));
+    assert_eq!(run.usage["by_node"]["researcher"]["prompt_tokens"], 41, "30 + 11 reported");
 }
 
 #[tokio::test]
@@ -102,29 +76,11 @@ async fn bad_arguments_and_repeated_calls_go_back_to_the_model() {
     ])
     .await;
     let (rt, _) = runtime();
-    let run = rt
-        .start(
-            graph(&server.base_url, "    tools: [sleep]", ""),
-            input(),
-            None,
-            None,
-            None,
-        )
-        .await
-        .unwrap();
+    let run = rt.start(graph(&server.base_url, "    tools: [sleep]", ""), input(), None, None, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded, "{}", run.error);
     let r = requests(&server);
-    let last = |i: usize| {
-        r[i]["messages"].as_array().unwrap().last().unwrap()["content"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    assert!(
-        last(1).contains("arguments for `sleep` are invalid") && last(1).contains("/ms"),
-        "{}",
-        last(1)
-    );
+    let last = |i: usize| r[i]["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap().to_string();
+    assert!(last(1).contains("arguments for `sleep` are invalid") && last(1).contains("/ms"), "{}", last(1));
     assert_eq!(last(2), "{\"ms\":1}", "the valid call ran");
     assert!(last(3).starts_with("You already called `sleep`"), "{}", last(3));
 }
@@ -139,13 +95,7 @@ async fn max_iter_forces_a_final_answer_without_tools() {
     .await;
     let (rt, _) = runtime();
     let run = rt
-        .start(
-            graph(&server.base_url, "    tools: [echo]\n    max_iter: 3", ""),
-            input(),
-            None,
-            None,
-            None,
-        )
+        .start(graph(&server.base_url, "    tools: [echo]\n    max_iter: 3", ""), input(), None, None, None)
         .await
         .unwrap();
     assert_eq!(run.output["answer"], "my final answer");
@@ -153,10 +103,7 @@ async fn max_iter_forces_a_final_answer_without_tools() {
     assert_eq!(r.len(), 3);
     assert!(r[2].get("tools").is_none(), "no tools on the last iteration");
     let last = r[2]["messages"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(
-        last["content"],
-        "You have used your iterations. Give your final answer now."
-    );
+    assert_eq!(last["content"], "You have used your iterations. Give your final answer now.");
 }
 
 #[tokio::test]
@@ -164,11 +111,7 @@ async fn a_call_needing_approval_pauses_and_resumes_without_asking_the_model_aga
     // The scripted server answers the model and the HTTP tool alike, in order.
     let server = OpenAiServer::start(vec![
         Reply::tool_call("create_ticket", json!({"title": "refund"})),
-        Reply::Json {
-            status: 201,
-            body: json!({"ticket": 7}),
-            headers: vec![],
-        },
+        Reply::Json { status: 201, body: json!({"ticket": 7}), headers: vec![] },
         Reply::text("Filed ticket 7."),
     ])
     .await;
@@ -186,28 +129,17 @@ async fn a_call_needing_approval_pauses_and_resumes_without_asking_the_model_aga
     let (rt, store) = runtime();
     let run = rt.start(g.clone(), input(), None, None, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Waiting);
-    let pending = store
-        .list_approvals(Some(ApprovalStatus::Pending), Some(&run.id))
-        .await
-        .unwrap();
+    let pending = store.list_approvals(Some(ApprovalStatus::Pending), Some(&run.id)).await.unwrap();
     assert_eq!(pending[0].payload["tool"], "create_ticket");
     assert_eq!(pending[0].payload["args"], json!({"title": "refund"}));
     assert_eq!(server.request_count(), 1, "only the model's proposal so far");
 
-    let edited = Decision {
-        action: DecisionAction::Edit,
-        value: Some(json!({"title": "refund #2"})),
-        comment: None,
-    };
+    let edited = Decision { action: DecisionAction::Edit, value: Some(json!({"title": "refund #2"})), comment: None };
     rt.decide(&pending[0].id, edited).await.unwrap();
     let run = rt.execute(g, &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded, "{}", run.error);
     assert_eq!(run.output["answer"], "Filed ticket 7.");
     let r = requests(&server);
     assert_eq!(r.len(), 3, "model, tool, model: the proposing call was not repeated");
-    assert_eq!(
-        r[1],
-        json!({"title": "refund #2"}),
-        "the tool got the reviewer's arguments"
-    );
+    assert_eq!(r[1], json!({"title": "refund #2"}), "the tool got the reviewer's arguments");
 }

@@ -22,17 +22,12 @@ agents:
 tasks:
 {tasks}"
     );
-    parse_graph("crew.yaml", &yaml, &Registry::builtin(), None, 0)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .graph
+    parse_graph("crew.yaml", &yaml, &Registry::builtin(), None, 0).unwrap_or_else(|e| panic!("{e}")).graph
 }
 
 fn runtime() -> (Runtime, Arc<MemoryStore>) {
     let store = Arc::new(MemoryStore::new());
-    (
-        Runtime::new(store.clone(), store.clone(), Arc::new(CollectSink::default())),
-        store,
-    )
+    (Runtime::new(store.clone(), store.clone(), Arc::new(CollectSink::default())), store)
 }
 
 fn topic(t: &str) -> Map<String, Value> {
@@ -40,13 +35,7 @@ fn topic(t: &str) -> Map<String, Value> {
 }
 
 fn last_user(request: &Value) -> String {
-    request["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .find(|m| m["role"] == "user")
-        .unwrap()["content"]
+    request["messages"].as_array().unwrap().iter().rev().find(|m| m["role"] == "user").unwrap()["content"]
         .as_str()
         .unwrap()
         .to_string()
@@ -65,38 +54,21 @@ const SEQUENTIAL: &str = "  research:
 
 #[tokio::test]
 async fn a_sequential_crew_with_review_redoes_on_reject_and_finishes_on_approve() {
-    let server = OpenAiServer::start(vec![
-        Reply::text("fact 1, fact 2"),
-        Reply::text("draft one"),
-        Reply::text("draft two"),
-    ])
-    .await;
+    let server =
+        OpenAiServer::start(vec![Reply::text("fact 1, fact 2"), Reply::text("draft one"), Reply::text("draft two")])
+            .await;
     let g = crew(&server.base_url, SEQUENTIAL);
     let (rt, store) = runtime();
     let run = rt.start(g.clone(), topic("tides"), None, None, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Waiting, "{}", run.error);
     let r = server.requests.lock().unwrap().clone();
-    assert_eq!(
-        r[0]["messages"][0]["content"],
-        "You are Researcher. Your goal: Research tides\nCareful."
-    );
+    assert_eq!(r[0]["messages"][0]["content"], "You are Researcher. Your goal: Research tides\nCareful.");
     assert!(last_user(&r[1]).contains("Write a report on tides."));
-    assert!(
-        last_user(&r[1]).contains("Context from the task `research`:\nfact 1, fact 2"),
-        "{}",
-        last_user(&r[1])
-    );
+    assert!(last_user(&r[1]).contains("Context from the task `research`:\nfact 1, fact 2"), "{}", last_user(&r[1]));
 
-    let pending = store
-        .list_approvals(Some(ApprovalStatus::Pending), Some(&run.id))
-        .await
-        .unwrap();
+    let pending = store.list_approvals(Some(ApprovalStatus::Pending), Some(&run.id)).await.unwrap();
     assert_eq!(pending[0].payload, json!({"task": "report", "output": "draft one"}));
-    let reject = Decision {
-        action: DecisionAction::Reject,
-        value: None,
-        comment: Some("mention the moon".into()),
-    };
+    let reject = Decision { action: DecisionAction::Reject, value: None, comment: Some("mention the moon".into()) };
     rt.decide(&pending[0].id, reject).await.unwrap();
     let run = rt.execute(g.clone(), &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Waiting);
@@ -106,31 +78,16 @@ async fn a_sequential_crew_with_review_redoes_on_reject_and_finishes_on_approve(
         "{redo}"
     );
 
-    let pending = store
-        .list_approvals(Some(ApprovalStatus::Pending), Some(&run.id))
-        .await
-        .unwrap();
+    let pending = store.list_approvals(Some(ApprovalStatus::Pending), Some(&run.id)).await.unwrap();
     assert_eq!(pending[0].payload["output"], "draft two");
-    rt.decide(
-        &pending[0].id,
-        Decision {
-            action: DecisionAction::Approve,
-            value: None,
-            comment: None,
-        },
-    )
-    .await
-    .unwrap();
+    rt.decide(&pending[0].id, Decision { action: DecisionAction::Approve, value: None, comment: None }).await.unwrap();
     let run = rt.execute(g, &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded, "{}", run.error);
     assert_eq!(run.output, json!({"research": "fact 1, fact 2", "report": "draft two"}));
     assert_eq!(server.request_count(), 3, "the research task ran once");
     let history = store.list(&run.thread_id, None).await.unwrap();
-    let steps: Vec<Value> = history
-        .iter()
-        .rev()
-        .map(|c| c.metadata.get("nodes").cloned().unwrap_or_default())
-        .collect();
+    let steps: Vec<Value> =
+        history.iter().rev().map(|c| c.metadata.get("nodes").cloned().unwrap_or_default()).collect();
     let expected = [
         Value::Null,
         json!(["research"]),
@@ -151,18 +108,12 @@ async fn independent_tasks_run_in_one_step_and_their_dependent_once() {
 ";
     let server = OpenAiServer::start(vec![Reply::text("x"), Reply::text("y"), Reply::text("both")]).await;
     let (rt, store) = runtime();
-    let run = rt
-        .start(crew(&server.base_url, tasks), topic("t"), None, None, None)
-        .await
-        .unwrap();
+    let run = rt.start(crew(&server.base_url, tasks), topic("t"), None, None, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded, "{}", run.error);
     assert_eq!(run.output["c"], "both");
     let history = store.list(&run.thread_id, None).await.unwrap();
-    let ran: Vec<Value> = history
-        .iter()
-        .rev()
-        .map(|c| c.metadata.get("nodes").cloned().unwrap_or(Value::Null))
-        .collect();
+    let ran: Vec<Value> =
+        history.iter().rev().map(|c| c.metadata.get("nodes").cloned().unwrap_or(Value::Null)).collect();
     assert_eq!(ran, [Value::Null, json!(["a", "b"]), json!(["c"])]);
     let combine = last_user(&server.requests.lock().unwrap()[2]);
     assert!(
@@ -176,18 +127,12 @@ fn crew_mistakes_are_located() {
     let err = |tasks: &str| {
         let yaml =
             format!("name: c\nmodels:\n  m: {{ model: x }}\nagents:\n  a: {{ role: R, goal: G }}\ntasks:\n{tasks}");
-        parse_graph("c.yaml", &yaml, &Registry::builtin(), None, 0)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
+        parse_graph("c.yaml", &yaml, &Registry::builtin(), None, 0).err().map(|e| e.to_string()).unwrap_or_default()
     };
     let e = err("  t: { description: d, expected_output: o, agent: a, extra: 1 }\n");
     assert!(e.starts_with("c.yaml:7:54: task `t`: unknown key `extra`"), "{e}");
     let e = err("  t: { description: d, expected_output: o, agent: nobody }\n");
-    assert!(
-        e.contains("unknown agent `nobody`") && e.starts_with("c.yaml:7:"),
-        "{e}"
-    );
+    assert!(e.contains("unknown agent `nobody`") && e.starts_with("c.yaml:7:"), "{e}");
     let e = err("  t: { description: d, expected_output: o, agent: a, context: [ghost] }\n");
     assert!(e.contains("`context` names unknown task `ghost`"), "{e}");
 }
@@ -196,9 +141,7 @@ fn crew_mistakes_are_located() {
 fn the_example_crew_compiles() {
     let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../crews");
     let catalog = crewgraph_spec::Catalog::scan(&[dir]);
-    let def = catalog
-        .load("research-report", &Registry::builtin())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let def = catalog.load("research-report", &Registry::builtin()).unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = def.graph.nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["research", "report", "review_report"]);
 }

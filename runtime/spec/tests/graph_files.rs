@@ -22,9 +22,7 @@ fn example_graphs_compile() {
     let names: Vec<&str> = catalog.names().collect();
     for name in ["review-publish", "triage", "research-digest", "summarize-topic"] {
         assert!(names.contains(&name), "{name} in {names:?}");
-        let def = catalog
-            .load(name, &Registry::builtin())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let def = catalog.load(name, &Registry::builtin()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(def.graph.name, name);
     }
 }
@@ -53,10 +51,7 @@ fn condition_on_a_missing_channel_points_at_the_when() {
 #[test]
 fn unknown_keys_kinds_and_nodes_are_located() {
     let e = errors("name: x\nentry: a\nnodes:\n  a:\n    kind: set\n    valeus: {}\n");
-    assert!(
-        e[0].starts_with("bad.yaml:6:5: node `a`: unknown key `valeus`"),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with("bad.yaml:6:5: node `a`: unknown key `valeus`"), "{e:?}");
 
     let e = errors("name: x\nentry: a\nnodes:\n  a:\n    kind: sett\n");
     assert!(e[0].starts_with("bad.yaml:5:11: unknown node kind `sett`"), "{e:?}");
@@ -70,19 +65,13 @@ fn unknown_keys_kinds_and_nodes_are_located() {
     let e = errors(
         "name: x\nentry: a\nnodes:\n  a: {kind: set}\n  b: {kind: set}\nedges:\n  - {from: a, to: b}\n  - {from: b, to: a}\n",
     );
-    assert!(
-        e[0].starts_with("bad.yaml:7:5: cycle a -> b has no exit condition"),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with("bad.yaml:7:5: cycle a -> b has no exit condition"), "{e:?}");
 
     let e = errors("name: x\nstate:\n  n: {reducer: average}\nentry: a\nnodes:\n  a: {kind: set}\n");
     assert!(e[0].starts_with("bad.yaml:3:16: unknown reducer `average`"), "{e:?}");
 
     let e = errors("name: x\nentry: a\nnodes:\n  a:\n    kind: set\n    values: { nope: 1 }\n");
-    assert!(
-        e[0].starts_with("bad.yaml:6:15: `values` writes unknown channel `nope`"),
-        "{e:?}"
-    );
+    assert!(e[0].starts_with("bad.yaml:6:15: `values` writes unknown channel `nope`"), "{e:?}");
 
     let e = errors("name: x\nentry: a\nnodes:\n  a:\n    kind: map\n    over: state.items\n    node: {kind: set}\n");
     assert!(e[0].contains("no channel `items`"), "{e:?}");
@@ -102,10 +91,7 @@ fn diagrams_show_nodes_and_conditions() {
     let def = catalog.load("review-publish", &Registry::builtin()).unwrap();
     let m = crewgraph_spec::diagram::mermaid(&def.graph);
     assert!(m.starts_with("flowchart TD"));
-    assert!(
-        m.contains("review -.->|\"state.review.action == 'reject'\"| draft"),
-        "{m}"
-    );
+    assert!(m.contains("review -.->|\"state.review.action == 'reject'\"| draft"), "{m}");
     let d = crewgraph_spec::diagram::dot(&def.graph);
     assert!(d.contains("\"review\" [shape=diamond"), "{d}");
 }

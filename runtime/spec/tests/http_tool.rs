@@ -77,9 +77,7 @@ nodes:
     retry: {{ max_attempts: 2, backoff_ms: 1 }}
 "
     );
-    parse_graph("ticket.yaml", &yaml, &Registry::builtin(), None, 0)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .graph
+    parse_graph("ticket.yaml", &yaml, &Registry::builtin(), None, 0).unwrap_or_else(|e| panic!("{e}")).graph
 }
 
 fn runtime() -> (Runtime, Arc<MemoryStore>) {
@@ -119,10 +117,7 @@ async fn http_tools_call_allowed_hosts_and_report_failures() {
     let run = rt.start(graph(port, false), input(), None, None, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Failed);
     let msg = run.error["message"].as_str().unwrap();
-    assert!(
-        msg.contains("create_ticket") && msg.contains("422") && msg.contains("bad title"),
-        "{msg}"
-    );
+    assert!(msg.contains("create_ticket") && msg.contains("422") && msg.contains("bad title"), "{msg}");
     assert_eq!(seen.lock().unwrap().len(), 1, "a client error is not retried");
 
     // A 503 is retried by the node's policy.
@@ -135,14 +130,7 @@ async fn http_tools_call_allowed_hosts_and_report_failures() {
     unsafe { std::env::set_var("CREWGRAPH_HTTP_ALLOW", "tickets.internal") };
     let (port, seen) = backend(201, r#"{}"#).await;
     let run = rt.start(graph(port, false), input(), None, None, None).await.unwrap();
-    assert!(
-        run.error["message"]
-            .as_str()
-            .unwrap()
-            .contains("not in CREWGRAPH_HTTP_ALLOW"),
-        "{}",
-        run.error
-    );
+    assert!(run.error["message"].as_str().unwrap().contains("not in CREWGRAPH_HTTP_ALLOW"), "{}", run.error);
     assert!(seen.lock().unwrap().is_empty());
     unsafe { std::env::set_var("CREWGRAPH_HTTP_ALLOW", "127.0.0.1") };
 
@@ -152,25 +140,15 @@ async fn http_tools_call_allowed_hosts_and_report_failures() {
     let run = rt.start(g.clone(), input(), None, None, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Waiting);
     assert!(seen.lock().unwrap().is_empty(), "nothing is called before the decision");
-    let pending = store
-        .list_approvals(Some(ApprovalStatus::Pending), Some(&run.id))
-        .await
-        .unwrap();
+    let pending = store.list_approvals(Some(ApprovalStatus::Pending), Some(&run.id)).await.unwrap();
     assert_eq!(
         pending[0].payload,
         json!({"tool": "create_ticket", "args": {"queue": "billing", "title": "double charge"}})
     );
     let edited = json!({"queue": "refunds", "title": "refund"});
-    rt.decide(
-        &pending[0].id,
-        Decision {
-            action: DecisionAction::Edit,
-            value: Some(edited),
-            comment: None,
-        },
-    )
-    .await
-    .unwrap();
+    rt.decide(&pending[0].id, Decision { action: DecisionAction::Edit, value: Some(edited), comment: None })
+        .await
+        .unwrap();
     let run = rt.execute(g, &run.id, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded, "{}", run.error);
     assert!(seen.lock().unwrap()[0].starts_with("POST /queues/refunds/tickets"));
@@ -179,18 +157,9 @@ async fn http_tools_call_allowed_hosts_and_report_failures() {
 #[test]
 fn declarations_are_checked_with_locations() {
     let bad = "name: t\ntools:\n  x:\n    http: { method: FETCH, url: \"http://a\" }\nentry: n\nnodes:\n  n: { kind: tool, tool: x }\n";
-    let e = parse_graph("t.yaml", bad, &Registry::builtin(), None, 0)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        e.starts_with("t.yaml:4:") && e.contains("unknown method `FETCH`"),
-        "{e}"
-    );
+    let e = parse_graph("t.yaml", bad, &Registry::builtin(), None, 0).err().unwrap().to_string();
+    assert!(e.starts_with("t.yaml:4:") && e.contains("unknown method `FETCH`"), "{e}");
     let bad = "name: t\nentry: n\nnodes:\n  n: { kind: tool, tool: nope }\n";
-    let e = parse_graph("t.yaml", bad, &Registry::builtin(), None, 0)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = parse_graph("t.yaml", bad, &Registry::builtin(), None, 0).err().unwrap().to_string();
     assert!(e.contains("unknown tool `nope`"), "{e}");
 }

@@ -35,9 +35,7 @@ edges:
   - {{ from: outline, to: write }}
 "
     );
-    parse_graph("write.yaml", &yaml, &Registry::builtin(), None, 0)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .graph
+    parse_graph("write.yaml", &yaml, &Registry::builtin(), None, 0).unwrap_or_else(|e| panic!("{e}")).graph
 }
 
 fn input(topic: &str) -> Map<String, serde_json::Value> {
@@ -54,10 +52,7 @@ async fn llm_nodes_stream_tokens_and_record_usage() {
     let store = Arc::new(MemoryStore::new());
     let sink = Arc::new(CollectSink::default());
     let rt = Runtime::new(store.clone(), store, sink.clone());
-    let run = rt
-        .start(graph(&server.base_url, ""), input("rust"), None, None, None)
-        .await
-        .unwrap();
+    let run = rt.start(graph(&server.base_url, ""), input("rust"), None, None, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Succeeded, "{}", run.error);
     assert_eq!(run.output["outline"], "1. Why");
     assert_eq!(run.output["text"], "Rust is fast.");
@@ -65,18 +60,9 @@ async fn llm_nodes_stream_tokens_and_record_usage() {
         .events()
         .iter()
         .filter(|e| e.kind == "llm.token")
-        .map(|e| {
-            format!(
-                "{}:{}",
-                e.node.as_deref().unwrap_or(""),
-                e.data["text"].as_str().unwrap_or("")
-            )
-        })
+        .map(|e| format!("{}:{}", e.node.as_deref().unwrap_or(""), e.data["text"].as_str().unwrap_or("")))
         .collect();
-    assert_eq!(
-        tokens,
-        ["outline:1. ", "outline:Why", "write:Rust ", "write:is ", "write:fast."]
-    );
+    assert_eq!(tokens, ["outline:1. ", "outline:Why", "write:Rust ", "write:is ", "write:fast."]);
     assert_eq!(run.usage["prompt_tokens"], 40, "20 reported per call");
     assert_eq!(run.usage["completion_tokens"], 5);
     assert_eq!(run.usage["by_node"]["write"]["completion_tokens"], 3);
@@ -93,22 +79,11 @@ async fn a_failing_server_fails_the_run_at_the_node_and_resume_does_not_repeat_f
     let store = Arc::new(MemoryStore::new());
     let rt = Runtime::new(store.clone(), store, Arc::new(CollectSink::default()));
     let g = graph(&server.base_url, ", stream: false");
-    let run = rt
-        .start(g.clone(), input("durability"), None, None, None)
-        .await
-        .unwrap();
+    let run = rt.start(g.clone(), input("durability"), None, None, None).await.unwrap();
     assert_eq!(run.status, RunStatus::Failed);
     assert_eq!(run.error["node"], "write");
-    assert!(
-        run.error["message"].as_str().unwrap().contains("HTTP 500"),
-        "{}",
-        run.error
-    );
-    assert_eq!(
-        server.request_count(),
-        4,
-        "one outline call, then the first write attempt and two retries"
-    );
+    assert!(run.error["message"].as_str().unwrap().contains("HTTP 500"), "{}", run.error);
+    assert_eq!(server.request_count(), 4, "one outline call, then the first write attempt and two retries");
 
     server.push(Reply::text("the article"));
     let run = rt.execute(g, &run.id, None).await.unwrap();
@@ -129,11 +104,7 @@ async fn a_prompt_beyond_the_context_window_is_trimmed_before_sending() {
     assert_eq!(run.status, RunStatus::Succeeded, "{}", run.error);
     let sent = server.requests.lock().unwrap()[0].clone();
     let text = sent["messages"][1]["content"].as_str().unwrap();
-    assert!(
-        text.ends_with("[trimmed to fit the context window]"),
-        "{}",
-        &text[text.len() - 60..]
-    );
+    assert!(text.ends_with("[trimmed to fit the context window]"), "{}", &text[text.len() - 60..]);
     assert!(text.len() < 2000, "{} bytes sent", text.len());
     assert!(sink.kinds().iter().any(|k| k == "llm.trimmed"));
 }
@@ -144,10 +115,7 @@ fn model_declarations_are_checked_with_locations() {
         let yaml = format!(
             "name: m\nmodels:\n{models}\nstate:\n  out: {{}}\nentry: n\nnodes:\n  n: {{ kind: llm, prompt: hi, into: out{node} }}\n"
         );
-        parse_graph("m.yaml", &yaml, &Registry::builtin(), None, 0)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
+        parse_graph("m.yaml", &yaml, &Registry::builtin(), None, 0).err().map(|e| e.to_string()).unwrap_or_default()
     };
     assert!(check("  a: { model: x, api_key: sk-123 }", "").contains("api_key_env"));
     assert!(check("  a: { model: x, provider: claude }", "").contains("expected `openai`"));

@@ -62,10 +62,7 @@ pub fn hydrate(rows: Vec<CheckpointRow>, blobs: Vec<BlobRow>) -> Result<Vec<Chec
     let mut by_channel: BTreeMap<String, Vec<(i64, Blob)>> = BTreeMap::new();
     for b in blobs {
         let body: Value = serde_json::from_str(&b.body).map_err(json)?;
-        by_channel
-            .entry(b.channel)
-            .or_default()
-            .push((b.version, Blob::from_parts(&b.kind, body)?));
+        by_channel.entry(b.channel).or_default().push((b.version, Blob::from_parts(&b.kind, body)?));
     }
     rows.into_iter()
         .map(|r| {
@@ -76,10 +73,7 @@ pub fn hydrate(rows: Vec<CheckpointRow>, blobs: Vec<BlobRow>) -> Result<Vec<Chec
             for (channel, version) in &versions {
                 let list = by_channel.get(channel).map(Vec::as_slice).unwrap_or_default();
                 let upto = list.partition_point(|(v, _)| v <= version);
-                let start = list[..upto]
-                    .iter()
-                    .rposition(|(_, b)| matches!(b, Blob::Full(_)))
-                    .unwrap_or(0);
+                let start = list[..upto].iter().rposition(|(_, b)| matches!(b, Blob::Full(_))).unwrap_or(0);
                 values.insert(channel.clone(), replay_blobs(list[start..upto].iter().map(|(_, b)| b)));
             }
             Ok(Checkpoint {

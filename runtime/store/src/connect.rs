@@ -50,12 +50,7 @@ impl Store {
             }
             None => (checkpointer, None),
         };
-        Ok(Self {
-            checkpointer,
-            runs,
-            backend,
-            redis,
-        })
+        Ok(Self { checkpointer, runs, backend, redis })
     }
 
     /// Applies migrations only.

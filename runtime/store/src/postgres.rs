@@ -46,10 +46,7 @@ impl PgStore {
 
     /// A store on an existing pool (tests); every commit is synchronous.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self {
-            status_pool: pool.clone(),
-            pool,
-        }
+        Self { status_pool: pool.clone(), pool }
     }
 
     fn status_pool(&self) -> &PgPool {
@@ -152,15 +149,7 @@ fn put_statement(n: usize) -> sqlx::AssertSqlSafe<&'static str> {
             CHECKPOINT
         } else {
             let rows: Vec<String> = (0..k)
-                .map(|i| {
-                    format!(
-                        "($1, ${}, ${}, ${}, ${})",
-                        10 + 4 * i,
-                        11 + 4 * i,
-                        12 + 4 * i,
-                        13 + 4 * i
-                    )
-                })
+                .map(|i| format!("($1, ${}, ${}, ${}, ${})", 10 + 4 * i, 11 + 4 * i, 12 + 4 * i, 13 + 4 * i))
                 .collect();
             Box::leak(
                 format!(
@@ -204,11 +193,7 @@ impl Checkpointer for PgStore {
             .bind(metadata)
             .bind(c.created_at);
         for b in blobs {
-            query = query
-                .bind(&b.channel)
-                .bind(b.version)
-                .bind(b.blob.kind())
-                .bind(b.blob.to_body().to_string());
+            query = query.bind(&b.channel).bind(b.version).bind(b.blob.kind()).bind(b.blob.to_body().to_string());
         }
         query.execute(&self.pool).await.map_err(db)?;
         Ok(())
@@ -233,9 +218,7 @@ impl Checkpointer for PgStore {
     }
 
     async fn list(&self, thread_id: &str, limit: Option<u32>) -> Result<Vec<Checkpoint>, StorageError> {
-        let rows = self
-            .rows(thread_id, None, limit.map(i64::from).unwrap_or(i64::MAX))
-            .await?;
+        let rows = self.rows(thread_id, None, limit.map(i64::from).unwrap_or(i64::MAX)).await?;
         let max = rows.iter().map(|r| r.step).max().unwrap_or(0);
         let blobs = self.all_blobs(thread_id, max).await?;
         codec::hydrate(rows, blobs)
@@ -299,10 +282,7 @@ impl Checkpointer for PgStore {
 
     async fn prune(&self, retention: &Retention) -> Result<u64, StorageError> {
         let keep = retention.keep_last.map(i64::from).unwrap_or(i64::MAX);
-        let cutoff = retention
-            .max_age_s
-            .map(|s| crewgraph_engine::now_ms() - s as i64 * 1000)
-            .unwrap_or(i64::MIN);
+        let cutoff = retention.max_age_s.map(|s| crewgraph_engine::now_ms() - s as i64 * 1000).unwrap_or(i64::MIN);
         let mut tx = self.pool.begin().await.map_err(db)?;
         let deleted = prune_checkpoints(&mut tx, keep, cutoff).await?;
         if deleted > 0 {

@@ -54,11 +54,7 @@ impl RedisCache {
             }
             Err(_) => tracing::warn!("redis did not answer within 2 s; continuing with the database alone"),
         }
-        Ok(Self {
-            client,
-            prefix: prefix.to_string(),
-            ttl_s: 24 * 3600,
-        })
+        Ok(Self { client, prefix: prefix.to_string(), ttl_s: 24 * 3600 })
     }
 
     fn key(&self, thread_id: &str) -> String {
@@ -94,11 +90,7 @@ const BACKOFF_MS: i64 = 3_000;
 
 impl HotCheckpointer {
     pub fn new(inner: Arc<dyn Checkpointer>, cache: RedisCache) -> Self {
-        Self {
-            inner,
-            cache,
-            down_until: AtomicI64::new(0),
-        }
+        Self { inner, cache, down_until: AtomicI64::new(0) }
     }
 
     fn available(&self) -> bool {
@@ -107,8 +99,7 @@ impl HotCheckpointer {
 
     fn failed(&self, what: &str, e: &fred::error::Error) {
         tracing::warn!(error = %e, "redis {what} failed; using the database alone for {BACKOFF_MS} ms");
-        self.down_until
-            .store(crewgraph_engine::now_ms() + BACKOFF_MS, Ordering::Relaxed);
+        self.down_until.store(crewgraph_engine::now_ms() + BACKOFF_MS, Ordering::Relaxed);
     }
 
     async fn cache_put(&self, c: &Checkpoint) {
@@ -121,13 +112,7 @@ impl HotCheckpointer {
         let r: Result<(), _> = self
             .cache
             .client
-            .set(
-                self.cache.key(&c.thread_id),
-                body,
-                Some(Expiration::EX(self.cache.ttl_s)),
-                None,
-                false,
-            )
+            .set(self.cache.key(&c.thread_id), body, Some(Expiration::EX(self.cache.ttl_s)), None, false)
             .await;
         if let Err(e) = r {
             self.failed("write", &e);
@@ -138,12 +123,7 @@ impl HotCheckpointer {
         if !self.available() {
             return None;
         }
-        match self
-            .cache
-            .client
-            .get::<Option<String>, _>(self.cache.key(thread_id))
-            .await
-        {
+        match self.cache.client.get::<Option<String>, _>(self.cache.key(thread_id)).await {
             Ok(body) => body.and_then(|b| serde_json::from_str(&b).ok()),
             Err(e) => {
                 self.failed("read", &e);

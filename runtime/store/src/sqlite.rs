@@ -46,10 +46,7 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_secs(10))
             .foreign_keys(true);
         let memory = url.contains(":memory:");
-        let pool = SqlitePoolOptions::new()
-            .max_connections(if memory { 1 } else { 4 })
-            .connect_with(opts)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(if memory { 1 } else { 4 }).connect_with(opts).await?;
         Ok(Self { pool })
     }
 
@@ -203,9 +200,7 @@ impl Checkpointer for SqliteStore {
     }
 
     async fn list(&self, thread_id: &str, limit: Option<u32>) -> Result<Vec<Checkpoint>, StorageError> {
-        let rows = self
-            .rows(thread_id, None, limit.map(i64::from).unwrap_or(i64::MAX))
-            .await?;
+        let rows = self.rows(thread_id, None, limit.map(i64::from).unwrap_or(i64::MAX)).await?;
         let max = rows.iter().map(|r| r.step).max().unwrap_or(0);
         let blobs = sqlx::query("SELECT channel, version, kind, body FROM checkpoint_blobs WHERE thread_id = $1 AND version <= $2 ORDER BY channel, version")
             .bind(thread_id)
@@ -274,10 +269,7 @@ impl Checkpointer for SqliteStore {
 
     async fn prune(&self, retention: &Retention) -> Result<u64, StorageError> {
         let keep = retention.keep_last.map(i64::from).unwrap_or(i64::MAX);
-        let cutoff = retention
-            .max_age_s
-            .map(|s| crewgraph_engine::now_ms() - s as i64 * 1000)
-            .unwrap_or(i64::MIN);
+        let cutoff = retention.max_age_s.map(|s| crewgraph_engine::now_ms() - s as i64 * 1000).unwrap_or(i64::MIN);
         let mut tx = self.pool.begin().await.map_err(db)?;
         let deleted = prune_checkpoints(&mut tx, keep, cutoff).await?;
         if deleted > 0 {

@@ -26,9 +26,7 @@ fn chat_graph(n: usize) -> Arc<Graph> {
             &name,
             Arc::new(FnNode(move |ctx: NodeContext| async move {
                 let topic = ctx.state["topic"].as_str().unwrap_or("").to_string();
-                Ok(writes(
-                    json!({"messages": {"id": format!("m{i}"), "text": format!("{topic} {i}")}, "count": 1}),
-                ))
+                Ok(writes(json!({"messages": {"id": format!("m{i}"), "text": format!("{topic} {i}")}, "count": 1})))
             })),
         ));
         if i > 0 {
@@ -42,10 +40,7 @@ async fn suite<S: Checkpointer + RunStore + 'static>(store: Arc<S>) {
     let rt = Runtime::new(store.clone(), store.clone(), Arc::new(NullSink));
     let g = chat_graph(6);
     let input: Map<String, Value> = json!({"topic": "cats"}).as_object().cloned().unwrap();
-    let run = rt
-        .create_run(&g, input, Some("thread-a".into()), Some("graphs/chat.yaml".into()))
-        .await
-        .unwrap();
+    let run = rt.create_run(&g, input, Some("thread-a".into()), Some("graphs/chat.yaml".into())).await.unwrap();
     let done = rt.execute(g.clone(), &run.id, None).await.unwrap();
     assert_eq!(done.status, RunStatus::Succeeded, "{:?}", done.error);
     assert_eq!(done.output["count"], json!(6));
@@ -66,11 +61,7 @@ async fn suite<S: Checkpointer + RunStore + 'static>(store: Arc<S>) {
         assert_eq!(c.step, step);
         assert_eq!(c.values["count"], json!(step));
         assert_eq!(c.values["messages"].as_array().unwrap().len(), step as usize);
-        assert_eq!(
-            c.values["topic"],
-            json!("cats"),
-            "an unchanged channel is rebuilt from its one blob"
-        );
+        assert_eq!(c.values["topic"], json!("cats"), "an unchanged channel is rebuilt from its one blob");
     }
     assert_eq!(history[0].parent_id, Some(history[1].id));
     let middle = store.get("thread-a", Some(history[3].id)).await.unwrap().unwrap();
@@ -80,18 +71,11 @@ async fn suite<S: Checkpointer + RunStore + 'static>(store: Arc<S>) {
 
     // Fork from the middle with a patch: the new thread diverges, the old is untouched.
     let patch = json!({"topic": "dogs"}).as_object().cloned().unwrap();
-    let fork = rt
-        .fork(g.clone(), "thread-a", history[3].id, patch, None)
-        .await
-        .unwrap();
+    let fork = rt.fork(g.clone(), "thread-a", history[3].id, patch, None).await.unwrap();
     let forked = rt.execute(g.clone(), &fork.id, None).await.unwrap();
     assert_eq!(forked.status, RunStatus::Succeeded, "{:?}", forked.error);
-    let texts: Vec<&str> = forked.output["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["text"].as_str().unwrap())
-        .collect();
+    let texts: Vec<&str> =
+        forked.output["messages"].as_array().unwrap().iter().map(|m| m["text"].as_str().unwrap()).collect();
     assert_eq!(texts, ["cats 0", "cats 1", "cats 2", "dogs 3", "dogs 4", "dogs 5"]);
     let orig = store.get("thread-a", None).await.unwrap().unwrap();
     assert_eq!(orig.values["messages"][5]["text"], json!("cats 5"));
@@ -112,13 +96,7 @@ async fn suite<S: Checkpointer + RunStore + 'static>(store: Arc<S>) {
     // Copy, prune, delete.
     store.copy_thread("thread-a", "thread-b", None).await.unwrap();
     assert_eq!(store.list("thread-b", None).await.unwrap().len(), 7);
-    let pruned = store
-        .prune(&Retention {
-            keep_last: Some(2),
-            max_age_s: None,
-        })
-        .await
-        .unwrap();
+    let pruned = store.prune(&Retention { keep_last: Some(2), max_age_s: None }).await.unwrap();
     assert!(pruned >= 10, "pruned {pruned}");
     let kept = store.list("thread-b", None).await.unwrap();
     assert_eq!(kept.len(), 2);
@@ -144,49 +122,20 @@ async fn suite<S: Checkpointer + RunStore + 'static>(store: Arc<S>) {
         expires_at: None,
     };
     assert!(store.create_approval(&approval).await.unwrap());
-    assert!(
-        !store
-            .create_approval(&Approval {
-                id: "ap-2".into(),
-                ..approval.clone()
-            })
-            .await
-            .unwrap()
-    );
-    assert_eq!(
-        store
-            .list_approvals(Some(ApprovalStatus::Pending), Some(&run.id))
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-    let d = Decision {
-        action: DecisionAction::Reject,
-        value: None,
-        comment: Some("shorter".into()),
-    };
+    assert!(!store.create_approval(&Approval { id: "ap-2".into(), ..approval.clone() }).await.unwrap());
+    assert_eq!(store.list_approvals(Some(ApprovalStatus::Pending), Some(&run.id)).await.unwrap().len(), 1);
+    let d = Decision { action: DecisionAction::Reject, value: None, comment: Some("shorter".into()) };
     let racers = (0..8).map(|_| {
         let s = store.clone();
         let d = d.clone();
         tokio::spawn(async move { s.decide_approval("ap-1", &d, now_ms()).await.unwrap() })
     });
-    let wins = futures::future::join_all(racers)
-        .await
-        .into_iter()
-        .filter(|w| *w.as_ref().unwrap())
-        .count();
+    let wins = futures::future::join_all(racers).await.into_iter().filter(|w| *w.as_ref().unwrap()).count();
     assert_eq!(wins, 1, "exactly one concurrent decision wins");
     let decided = store.get_approval("ap-1").await.unwrap().unwrap();
     assert_eq!(decided.status, ApprovalStatus::Decided);
     assert_eq!(decided.decision, Some(d));
-    assert!(
-        store
-            .list_approvals(Some(ApprovalStatus::Pending), None)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.list_approvals(Some(ApprovalStatus::Pending), None).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -281,11 +230,7 @@ fn prefix(test: &str) -> String {
 async fn redis_in_front_of_postgres_passes_the_suite(pool: PgPool) {
     let cache = RedisCache::connect(&redis_url(), &prefix("suite")).await.unwrap();
     let pg = PgStore::from_pool(pool);
-    suite(Arc::new(Hot {
-        cp: HotCheckpointer::new(Arc::new(pg.clone()), cache.clone()),
-        pg,
-    }))
-    .await;
+    suite(Arc::new(Hot { cp: HotCheckpointer::new(Arc::new(pg.clone()), cache.clone()), pg })).await;
     cache.clear().await.unwrap();
 }
 
@@ -308,22 +253,9 @@ async fn a_stale_or_flushed_cache_never_changes_what_is_read(pool: PgPool) {
     newer.step = 4;
     newer.values.insert("count".into(), json!(99));
     newer.versions.insert("count".into(), 4);
-    pg.put(
-        &newer,
-        &[ChannelBlob {
-            channel: "count".into(),
-            version: 4,
-            blob: Blob::Full(json!(99)),
-        }],
-    )
-    .await
-    .unwrap();
+    pg.put(&newer, &[ChannelBlob { channel: "count".into(), version: 4, blob: Blob::Full(json!(99)) }]).await.unwrap();
     let read = hot.get("t", None).await.unwrap().unwrap();
-    assert_eq!(
-        (read.step, &read.values["count"]),
-        (4, &json!(99)),
-        "the database decides what is latest"
-    );
+    assert_eq!((read.step, &read.values["count"]), (4, &json!(99)), "the database decides what is latest");
 
     assert!(cache.clear().await.unwrap() >= 1);
     let read = hot.get("t", None).await.unwrap().unwrap();
@@ -336,12 +268,7 @@ async fn postgres_blobs_per_step_stay_flat_as_messages_grow(pool: PgPool) {
     let rt = Runtime::new(pg.clone(), pg.clone(), Arc::new(NullSink));
     let g = chat_graph(60);
     let run = rt
-        .create_run(
-            &g,
-            json!({"topic": "x"}).as_object().cloned().unwrap(),
-            Some("long".into()),
-            None,
-        )
+        .create_run(&g, json!({"topic": "x"}).as_object().cloned().unwrap(), Some("long".into()), None)
         .await
         .unwrap();
     rt.execute(g, &run.id, None).await.unwrap();
@@ -352,12 +279,7 @@ async fn postgres_blobs_per_step_stay_flat_as_messages_grow(pool: PgPool) {
     .await
     .unwrap();
     let at = |v: i64| bytes.iter().find(|(s, _)| *s == v).map(|(_, b)| *b).unwrap();
-    assert!(
-        at(10) > 0 && at(59) - at(10) <= 2,
-        "step 10: {} bytes, step 59: {} bytes",
-        at(10),
-        at(59)
-    );
+    assert!(at(10) > 0 && at(59) - at(10) <= 2, "step 10: {} bytes, step 59: {} bytes", at(10), at(59));
     let latest = pg.get("long", None).await.unwrap().unwrap();
     assert_eq!(latest.values["messages"].as_array().unwrap().len(), 60);
 }

@@ -73,15 +73,9 @@ pub(super) async fn run_task(
                 );
                 if e.message.starts_with("timed out after") {
                     let after_ms = spec.timeout.map(|t| t.as_millis() as u64).unwrap_or(0);
-                    return Err(EngineError::Timeout {
-                        node: ctx.node.clone(),
-                        after_ms,
-                    });
+                    return Err(EngineError::Timeout { node: ctx.node.clone(), after_ms });
                 }
-                return Err(EngineError::Node {
-                    node: ctx.node.clone(),
-                    message: e.message,
-                });
+                return Err(EngineError::Node { node: ctx.node.clone(), message: e.message });
             }
         }
     }

@@ -29,16 +29,9 @@ pub enum Outcome {
     /// No tasks are left: the run is done.
     Finished(Checkpoint),
     /// Stopped for people to decide on these interrupts.
-    Waiting {
-        checkpoint: Checkpoint,
-        interrupts: Vec<Interrupt>,
-    },
+    Waiting { checkpoint: Checkpoint, interrupts: Vec<Interrupt> },
     /// A reviewer rejected an `interrupt_before`/`interrupt_after` step.
-    Rejected {
-        checkpoint: Checkpoint,
-        node: String,
-        comment: Option<String>,
-    },
+    Rejected { checkpoint: Checkpoint, node: String, comment: Option<String> },
 }
 
 /// Runs one graph on behalf of one run.
@@ -85,11 +78,7 @@ impl Executor {
         input: Option<&Map<String, Value>>,
         resume: &HashMap<String, Decision>,
     ) -> Result<Outcome, EngineError> {
-        let latest = if self.new_thread {
-            None
-        } else {
-            self.checkpointer.get(thread_id, None).await?
-        };
+        let latest = if self.new_thread { None } else { self.checkpointer.get(thread_id, None).await? };
         self.invoke_from(thread_id, latest, input, resume).await
     }
 
@@ -109,9 +98,7 @@ impl Executor {
             (Some(input), latest) => self.apply_input(thread_id, input, latest).await?,
             (None, Some(c)) => c,
             (None, None) => {
-                return Err(EngineError::Invalid(format!(
-                    "thread `{thread_id}` has no checkpoint to resume"
-                )));
+                return Err(EngineError::Invalid(format!("thread `{thread_id}` has no checkpoint to resume")));
             }
         };
 
@@ -122,9 +109,7 @@ impl Executor {
             if let Some(deadline) = self.graph.limits.deadline
                 && started.elapsed() > deadline
             {
-                return Err(EngineError::Deadline {
-                    deadline_ms: deadline.as_millis() as u64,
-                });
+                return Err(EngineError::Deadline { deadline_ms: deadline.as_millis() as u64 });
             }
             if let Some(stop) = self.pending_after_interrupts(&mut ckpt, resume, &mut loaded).await? {
                 return Ok(stop);
@@ -133,9 +118,7 @@ impl Executor {
                 return Ok(Outcome::Finished(ckpt));
             }
             if ckpt.step >= self.graph.limits.max_steps as i64 {
-                return Err(EngineError::MaxSteps {
-                    max_steps: self.graph.limits.max_steps,
-                });
+                return Err(EngineError::MaxSteps { max_steps: self.graph.limits.max_steps });
             }
             match self.superstep(&mut ckpt, resume, loaded).await? {
                 StepEnd::Next(next) => {
@@ -155,14 +138,9 @@ impl Executor {
     ) -> Result<Checkpoint, EngineError> {
         let (mut state, parent, step) = match &latest {
             None => (State::initial(&self.graph.channels), None, 0),
-            Some(c) if c.next.is_empty() => (
-                State {
-                    values: c.values.clone(),
-                    versions: c.versions.clone(),
-                },
-                Some(c.id),
-                c.step + 1,
-            ),
+            Some(c) if c.next.is_empty() => {
+                (State { values: c.values.clone(), versions: c.versions.clone() }, Some(c.id), c.step + 1)
+            }
             Some(_) => {
                 return Err(EngineError::Invalid(format!(
                     "thread `{thread_id}` has an unfinished run; resume it or fork the thread"
@@ -172,10 +150,7 @@ impl Executor {
         let mut changed: Vec<String> = Vec::new();
         for (k, v) in input {
             let spec = self.graph.channel(k).ok_or_else(|| {
-                EngineError::Invalid(format!(
-                    "input names unknown channel `{k}` (declared: {})",
-                    self.channel_names()
-                ))
+                EngineError::Invalid(format!("input names unknown channel `{k}` (declared: {})", self.channel_names()))
             })?;
             let cur = state.values.entry(k.clone()).or_insert_with(|| spec.initial());
             if spec.reducer.is_incremental() {
@@ -190,20 +165,12 @@ impl Executor {
             state
                 .values
                 .iter()
-                .map(|(k, v)| ChannelBlob {
-                    channel: k.clone(),
-                    version: 0,
-                    blob: Blob::Full(v.clone()),
-                })
+                .map(|(k, v)| ChannelBlob { channel: k.clone(), version: 0, blob: Blob::Full(v.clone()) })
                 .collect()
         } else {
             changed
                 .iter()
-                .map(|k| ChannelBlob {
-                    channel: k.clone(),
-                    version: step,
-                    blob: Blob::Full(state.values[k].clone()),
-                })
+                .map(|k| ChannelBlob { channel: k.clone(), version: step, blob: Blob::Full(state.values[k].clone()) })
                 .collect()
         };
         for b in &blobs {
@@ -236,12 +203,7 @@ impl Executor {
     }
 
     fn channel_names(&self) -> String {
-        self.graph
-            .channels
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.graph.channels.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
     }
 
     async fn save(&self, ckpt: &Checkpoint, blobs: &[ChannelBlob]) -> Result<(), EngineError> {
@@ -266,20 +228,10 @@ impl Executor {
         let Some(Value::Array(pending)) = ckpt.metadata.get("interrupt_after").cloned() else {
             return Ok(None);
         };
-        let interrupts: Vec<Interrupt> = pending
-            .into_iter()
-            .filter_map(|v| serde_json::from_value(v).ok())
-            .collect();
-        let undecided: Vec<Interrupt> = interrupts
-            .iter()
-            .filter(|i| !resume.contains_key(&i.id))
-            .cloned()
-            .collect();
+        let interrupts: Vec<Interrupt> = pending.into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect();
+        let undecided: Vec<Interrupt> = interrupts.iter().filter(|i| !resume.contains_key(&i.id)).cloned().collect();
         if !undecided.is_empty() {
-            return Ok(Some(Outcome::Waiting {
-                checkpoint: ckpt.clone(),
-                interrupts: undecided,
-            }));
+            return Ok(Some(Outcome::Waiting { checkpoint: ckpt.clone(), interrupts: undecided }));
         }
         let mut patch = Map::new();
         for i in &interrupts {
@@ -331,11 +283,7 @@ impl Executor {
             }
             values.insert(k.clone(), v.clone());
             versions.insert(k.clone(), step);
-            blobs.push(ChannelBlob {
-                channel: k.clone(),
-                version: step,
-                blob: Blob::Full(v.clone()),
-            });
+            blobs.push(ChannelBlob { channel: k.clone(), version: step, blob: Blob::Full(v.clone()) });
         }
         let mut metadata = base.metadata.clone();
         metadata.insert("run_id".into(), json!(self.run_id));
@@ -371,14 +319,12 @@ impl Executor {
             if name == END || !seen.insert(name.clone()) {
                 continue;
             }
-            let spec = self
-                .graph
-                .node(&name)
-                .ok_or_else(|| EngineError::Invalid(format!("unknown node `{name}`")))?;
-            match spec.node.fan_out(state).map_err(|e| EngineError::FanOut {
-                node: name.clone(),
-                message: e.message,
-            })? {
+            let spec = self.graph.node(&name).ok_or_else(|| EngineError::Invalid(format!("unknown node `{name}`")))?;
+            match spec
+                .node
+                .fan_out(state)
+                .map_err(|e| EngineError::FanOut { node: name.clone(), message: e.message })?
+            {
                 None => tasks.push(TaskSpec::node(name)),
                 Some(items) if items.is_empty() => {
                     // Nothing to fan out over: continue as if the node had run.
@@ -391,11 +337,7 @@ impl Executor {
                 }
                 Some(items) => {
                     for (i, item) in items.into_iter().enumerate() {
-                        tasks.push(TaskSpec {
-                            node: name.clone(),
-                            index: i as u32,
-                            input: Some(item),
-                        });
+                        tasks.push(TaskSpec { node: name.clone(), index: i as u32, input: Some(item) });
                     }
                 }
             }
@@ -408,10 +350,9 @@ impl Executor {
         for e in self.graph.edges_from(node) {
             let fire = match &e.condition {
                 None => true,
-                Some(c) => c.eval(state).map_err(|message| EngineError::Condition {
-                    from: node.to_string(),
-                    message,
-                })?,
+                Some(c) => {
+                    c.eval(state).map_err(|message| EngineError::Condition { from: node.to_string(), message })?
+                }
             };
             if fire {
                 out.push(e.to.clone());

@@ -39,11 +39,7 @@ impl Executor {
         let state = Arc::new(Value::Object(std::mem::take(&mut ckpt.values)));
         let durable_each = ckpt.next.len() > 1;
 
-        let mut step = Gathered {
-            results: vec![None; ckpt.next.len()],
-            waiting: Vec::new(),
-            failure: None,
-        };
+        let mut step = Gathered { results: vec![None; ckpt.next.len()], waiting: Vec::new(), failure: None };
 
         let mut jobs = Vec::new();
         for (pos, task) in ckpt.next.iter().enumerate() {
@@ -68,10 +64,7 @@ impl Executor {
                     continue;
                 }
                 Some(r) => {
-                    let interrupt = r
-                        .interrupt
-                        .clone()
-                        .unwrap_or_else(|| unreachable_interrupt(&task_id, &task.node));
+                    let interrupt = r.interrupt.clone().unwrap_or_else(|| unreachable_interrupt(&task_id, &task.node));
                     match resume.get(&interrupt.id) {
                         Some(d) => {
                             resume_value = Some(serde_json::to_value(d).unwrap_or(Value::Null));
@@ -165,15 +158,10 @@ impl Executor {
         }
         if !step.waiting.is_empty() {
             ckpt.values = into_map(state);
-            return Ok(StepEnd::Stop(Outcome::Waiting {
-                checkpoint: ckpt.clone(),
-                interrupts: step.waiting,
-            }));
+            return Ok(StepEnd::Stop(Outcome::Waiting { checkpoint: ckpt.clone(), interrupts: step.waiting }));
         }
         let results: Vec<TaskResult> = step.results.into_iter().flatten().collect();
-        self.finish_step(ckpt, into_map(state), results)
-            .await
-            .map(StepEnd::Next)
+        self.finish_step(ckpt, into_map(state), results).await.map(StepEnd::Next)
     }
 
     /// Takes one finished task into the step: saves its writes (when the step
@@ -191,24 +179,14 @@ impl Executor {
         let task_id = task.id(thread_id, ckpt.step);
         match outcome {
             Ok(NodeOutput::Writes { writes, goto }) => {
-                let r = TaskResult {
-                    task_id,
-                    node: task.node.clone(),
-                    index: task.index,
-                    writes,
-                    goto,
-                    interrupt: None,
-                };
+                let r =
+                    TaskResult { task_id, node: task.node.clone(), index: task.index, writes, goto, interrupt: None };
                 if durable_each {
                     self.checkpointer.put_writes(thread_id, ckpt.id, &r).await?;
                 }
                 step.results[pos] = Some(r);
             }
-            Ok(NodeOutput::Interrupt {
-                payload,
-                actions,
-                expires_in_s,
-            }) => {
+            Ok(NodeOutput::Interrupt { payload, actions, expires_in_s }) => {
                 let interrupt = Interrupt {
                     id: task_id.clone(),
                     node: task.node.clone(),
@@ -251,10 +229,10 @@ impl Executor {
         let mut order: Vec<String> = Vec::new();
         for r in &results {
             for (channel, write) in &r.writes {
-                let spec = self.graph.channel(channel).ok_or_else(|| EngineError::UnknownChannel {
-                    node: r.node.clone(),
-                    channel: channel.clone(),
-                })?;
+                let spec = self
+                    .graph
+                    .channel(channel)
+                    .ok_or_else(|| EngineError::UnknownChannel { node: r.node.clone(), channel: channel.clone() })?;
                 let who = writers.entry(spec.name.as_str()).or_default();
                 let label = if r.index > 0 || ckpt.next.iter().filter(|t| t.node == r.node).count() > 1 {
                     format!("`{}`[{}]", r.node, r.index)
@@ -271,10 +249,7 @@ impl Executor {
                 let cur = values.entry(channel.clone()).or_insert_with(|| spec.initial());
                 spec.reducer.apply(channel, cur, write.clone())?;
                 if spec.reducer.is_incremental() {
-                    deltas
-                        .entry(channel.clone())
-                        .or_default()
-                        .extend(crate::Reducer::delta_items(write));
+                    deltas.entry(channel.clone()).or_default().extend(crate::Reducer::delta_items(write));
                 }
                 if !order.contains(channel) {
                     order.push(channel.clone());
@@ -291,11 +266,7 @@ impl Executor {
                     (crate::Reducer::Messages, Some(items)) => Blob::Messages(items),
                     _ => Blob::Full(values[ch].clone()),
                 };
-                ChannelBlob {
-                    channel: ch.clone(),
-                    version: step,
-                    blob,
-                }
+                ChannelBlob { channel: ch.clone(), version: step, blob }
             })
             .collect();
 
@@ -306,10 +277,7 @@ impl Executor {
                 Some(goto) => {
                     for g in goto {
                         if g != END && self.graph.node(g).is_none() {
-                            return Err(EngineError::UnknownGoto {
-                                from: r.node.clone(),
-                                to: g.clone(),
-                            });
+                            return Err(EngineError::UnknownGoto { from: r.node.clone(), to: g.clone() });
                         }
                     }
                     targets.extend(goto.iter().cloned());
@@ -336,11 +304,8 @@ impl Executor {
             .iter()
             .filter(|n| self.graph.node(n).is_some_and(|s| s.interrupt_after))
             .map(|n| {
-                let writes: Map<String, Value> = results
-                    .iter()
-                    .filter(|r| &r.node == n)
-                    .flat_map(|r| r.writes.clone())
-                    .collect();
+                let writes: Map<String, Value> =
+                    results.iter().filter(|r| &r.node == n).flat_map(|r| r.writes.clone()).collect();
                 json!(Interrupt {
                     id: format!("{}:after:{n}", ckpt.id),
                     node: n.clone(),
@@ -395,10 +360,7 @@ fn into_map(state: Arc<Value>) -> Map<String, Value> {
 
 fn panicked(node: &str) -> EngineError {
     // A panicking node fails its task, not the process.
-    EngineError::Node {
-        node: node.to_string(),
-        message: "the node panicked".into(),
-    }
+    EngineError::Node { node: node.to_string(), message: "the node panicked".into() }
 }
 
 fn unreachable_interrupt(task_id: &str, node: &str) -> Interrupt {

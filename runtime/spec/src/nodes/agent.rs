@@ -77,18 +77,10 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
     };
     let mut tools = Vec::new();
     for name in f.opt_strings("tools")?.unwrap_or_default() {
-        let tool = ctx
-            .tools
-            .get(&name)
-            .cloned()
-            .or_else(|| builtin_tool(&name))
-            .ok_or_else(|| {
-                let at = f.node.get("tools").unwrap_or(f.node);
-                f.err(
-                    at,
-                    format!("unknown tool `{name}` (declare it under `tools:` or use a built-in)"),
-                )
-            })?;
+        let tool = ctx.tools.get(&name).cloned().or_else(|| builtin_tool(&name)).ok_or_else(|| {
+            let at = f.node.get("tools").unwrap_or(f.node);
+            f.err(at, format!("unknown tool `{name}` (declare it under `tools:` or use a built-in)"))
+        })?;
         tools.push(tool);
     }
     let max_iter = f.opt_u64("max_iter")?.unwrap_or(15).clamp(1, 100) as u32;
@@ -107,19 +99,7 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
     if !ctx.channels.contains(&into) {
         return Err(f.err(into_at, format!("`into` names unknown channel `{into}`")));
     }
-    let spec = AgentSpec {
-        model,
-        role,
-        goal,
-        backstory,
-        task,
-        expected_output,
-        tools,
-        max_iter,
-        max_rpm,
-        mode,
-        into,
-    };
+    let spec = AgentSpec { model, role, goal, backstory, task, expected_output, tools, max_iter, max_rpm, mode, into };
     Ok(BuiltNode::new(Arc::new(AgentNode::new(spec))))
 }
 
@@ -169,11 +149,7 @@ impl AgentNode {
     fn specs(&self) -> Vec<ToolSpec> {
         self.tools
             .iter()
-            .map(|t| ToolSpec {
-                name: t.name().into(),
-                description: t.description().into(),
-                parameters: t.schema(),
-            })
+            .map(|t| ToolSpec { name: t.name().into(), description: t.description().into(), parameters: t.schema() })
             .collect()
     }
 
@@ -195,8 +171,7 @@ impl AgentNode {
         if p.native {
             p.messages.push(Message::tool(&call.id, content));
         } else {
-            p.messages
-                .push(Message::user(format!("Result of `{}`: {content}", call.name)));
+            p.messages.push(Message::user(format!("Result of `{}`: {content}", call.name)));
         }
     }
 
@@ -241,11 +216,7 @@ impl AgentNode {
                 )
             } else if let Err(e) = check_call(&call, &specs) {
                 format!("Error: {e}. Call the tool again with valid arguments.")
-            } else if self
-                .tools
-                .iter()
-                .any(|t| t.name() == call.name && t.requires_approval())
-            {
+            } else if self.tools.iter().any(|t| t.name() == call.name && t.requires_approval()) {
                 return Ok(Some(NodeOutput::Interrupt {
                     payload: json!({
                         "tool": call.name,
@@ -275,11 +246,7 @@ impl AgentNode {
         let reply = match decision.get("action").and_then(Value::as_str) {
             Some("reject") => format!(
                 "A reviewer rejected this call{}.",
-                decision
-                    .get("comment")
-                    .and_then(Value::as_str)
-                    .map(|c| format!(": {c}"))
-                    .unwrap_or_default()
+                decision.get("comment").and_then(Value::as_str).map(|c| format!(": {c}")).unwrap_or_default()
             ),
             action => {
                 if action == Some("edit") {
@@ -327,10 +294,7 @@ impl Node for AgentNode {
                 self.apply_decision(&ctx, &mut p, decision).await;
                 p
             }
-            _ => Progress {
-                messages: self.opening(&ctx)?,
-                ..Default::default()
-            },
+            _ => Progress { messages: self.opening(&ctx)?, ..Default::default() },
         };
         if let Some(stop) = self.work_through(&ctx, &mut p).await? {
             return Ok(stop);
@@ -340,19 +304,9 @@ impl Node for AgentNode {
             self.limiter.acquire().await;
             if p.iterations + 1 >= self.max_iter {
                 // The last iteration: no tools, a final answer.
-                p.messages.push(Message::user(
-                    "You have used your iterations. Give your final answer now.",
-                ));
-                let r = self
-                    .model
-                    .chat(
-                        &ChatRequest {
-                            messages: p.messages.clone(),
-                            ..Default::default()
-                        },
-                        None,
-                    )
-                    .await?;
+                p.messages.push(Message::user("You have used your iterations. Give your final answer now."));
+                let r =
+                    self.model.chat(&ChatRequest { messages: p.messages.clone(), ..Default::default() }, None).await?;
                 self.usage(&ctx, r.usage);
                 p.iterations += 1;
                 return Ok(self.finish(&ctx, r.message.content, &p));

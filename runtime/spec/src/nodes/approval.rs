@@ -28,15 +28,10 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
         Some(p) => Some(template(f, p, ctx.channels)?),
         None => None,
     };
-    let actions = f
-        .opt_strings("actions")?
-        .unwrap_or_else(|| vec!["approve".into(), "reject".into(), "edit".into()]);
+    let actions = f.opt_strings("actions")?.unwrap_or_else(|| vec!["approve".into(), "reject".into(), "edit".into()]);
     if let Some(bad) = actions.iter().find(|a| !ACTIONS.contains(&a.as_str())) {
         let at = f.node.get("actions").unwrap_or(f.node);
-        return Err(f.err(
-            at,
-            format!("unknown action `{bad}` (expected some of: {})", ACTIONS.join(", ")),
-        ));
+        return Err(f.err(at, format!("unknown action `{bad}` (expected some of: {})", ACTIONS.join(", "))));
     }
     let into_at = f.req("into")?;
     let into = f.req_str("into")?.to_string();
@@ -54,13 +49,7 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
             Some(c.to_string())
         }
     };
-    Ok(BuiltNode::new(Arc::new(ApprovalNode {
-        payload,
-        actions,
-        into,
-        edit_into,
-        expires_in_s,
-    })))
+    Ok(BuiltNode::new(Arc::new(ApprovalNode { payload, actions, into, edit_into, expires_in_s })))
 }
 
 #[async_trait]
@@ -77,11 +66,7 @@ impl Node for ApprovalNode {
                     Some(t) => t.render(&scope).map_err(NodeError::fatal)?,
                     None => ctx.state.as_ref().clone(),
                 };
-                Ok(NodeOutput::Interrupt {
-                    payload,
-                    actions: self.actions.clone(),
-                    expires_in_s: self.expires_in_s,
-                })
+                Ok(NodeOutput::Interrupt { payload, actions: self.actions.clone(), expires_in_s: self.expires_in_s })
             }
             Some(decision) => {
                 let mut d = decision.clone();

@@ -34,12 +34,7 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
     if !ctx.channels.contains(&into) {
         return Err(f.err(into_at, format!("`into` names unknown channel `{into}`")));
     }
-    Ok(BuiltNode::new(Arc::new(LlmNode {
-        model,
-        system,
-        prompt,
-        into,
-    })))
+    Ok(BuiltNode::new(Arc::new(LlmNode { model, system, prompt, into })))
 }
 
 /// The node's `model:`, or the file's only model.
@@ -47,24 +42,16 @@ pub(crate) fn pick_model(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<Arc<d
     let declared = || ctx.models.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
     match f.opt("model") {
         Some(at) => {
-            let name = at
-                .as_str()
-                .ok_or_else(|| f.err(at, "`model`: expected a model name from `models:`"))?;
-            ctx.models.get(name).cloned().ok_or_else(|| {
-                f.err(
-                    at,
-                    format!("unknown model `{name}` (declared in `models:`: [{}])", declared()),
-                )
-            })
+            let name = at.as_str().ok_or_else(|| f.err(at, "`model`: expected a model name from `models:`"))?;
+            ctx.models
+                .get(name)
+                .cloned()
+                .ok_or_else(|| f.err(at, format!("unknown model `{name}` (declared in `models:`: [{}])", declared())))
         }
         None if ctx.models.len() == 1 => Ok(ctx.models.values().next().cloned().unwrap_or_else(|| unreachable!())),
-        None => Err(f.err(
-            f.node,
-            format!(
-                "this node needs `model:` naming one of the file's models ([{}])",
-                declared()
-            ),
-        )),
+        None => {
+            Err(f.err(f.node, format!("this node needs `model:` naming one of the file's models ([{}])", declared())))
+        }
     }
 }
 
@@ -96,14 +83,9 @@ impl Node for LlmNode {
         if let Some(s) = &self.system {
             messages.push(Message::system(text_of(s.render(&scope).map_err(NodeError::fatal)?)));
         }
-        messages.push(Message::user(text_of(
-            self.prompt.render(&scope).map_err(NodeError::fatal)?,
-        )));
+        messages.push(Message::user(text_of(self.prompt.render(&scope).map_err(NodeError::fatal)?)));
         let profile = self.model.profile();
-        let reserve = profile
-            .max_tokens
-            .map(|m| m as usize)
-            .unwrap_or(profile.context_window / 4);
+        let reserve = profile.max_tokens.map(|m| m as usize).unwrap_or(profile.context_window / 4);
         let trimmed = crewgraph_llm::budget::fit(&mut messages, profile.context_window.saturating_sub(reserve));
         if trimmed.dropped_messages + trimmed.truncated_messages > 0 {
             ctx.emit(
@@ -111,10 +93,7 @@ impl Node for LlmNode {
                 json!({"tokens_before": trimmed.tokens_before, "tokens_after": trimmed.tokens_after}),
             );
         }
-        let request = ChatRequest {
-            messages,
-            ..Default::default()
-        };
+        let request = ChatRequest { messages, ..Default::default() };
         ctx.emit("llm.started", json!({"model": profile.name}));
         let response = self.model.chat(&request, Some(&Tokens(&ctx))).await?;
         ctx.emit(

@@ -21,13 +21,7 @@ pub struct MapNode {
 
 pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecError> {
     let over_at = f.req("over")?;
-    let over_source = f
-        .req_str("over")?
-        .trim()
-        .trim_start_matches("{{")
-        .trim_end_matches("}}")
-        .trim()
-        .to_string();
+    let over_source = f.req_str("over")?.trim().trim_start_matches("{{").trim_end_matches("}}").trim().to_string();
     let over = Expr::compile(&over_source, ctx.channels).map_err(|m| f.err(over_at, m))?;
     let body_at = f.req("node")?;
     let mut body_fields = Fields::new(f.file, body_at, "the `map` body")?;
@@ -37,14 +31,7 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
     }
     let built = ctx.registry.build(kind, &mut body_fields, ctx)?;
     body_fields.finish()?;
-    Ok(BuiltNode {
-        node: Arc::new(MapNode {
-            over,
-            over_source,
-            body: built.node,
-        }),
-        may_goto: built.may_goto,
-    })
+    Ok(BuiltNode { node: Arc::new(MapNode { over, over_source, body: built.node }), may_goto: built.may_goto })
 }
 
 #[async_trait]
@@ -58,13 +45,7 @@ impl Node for MapNode {
     }
 
     fn fan_out(&self, state: &Arc<Value>) -> Result<Option<Vec<Value>>, NodeError> {
-        let v = self
-            .over
-            .eval(&Scope {
-                state: Some(state),
-                ..Default::default()
-            })
-            .map_err(NodeError::fatal)?;
+        let v = self.over.eval(&Scope { state: Some(state), ..Default::default() }).map_err(NodeError::fatal)?;
         match v {
             Value::Array(items) => Ok(Some(items)),
             other => Err(NodeError::fatal(format!(

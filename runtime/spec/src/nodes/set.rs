@@ -20,21 +20,11 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
     let mut values = Vec::new();
     if let Some(v) = f.opt("values") {
         let entries = v.entries().ok_or_else(|| {
-            f.err(
-                v,
-                format!(
-                    "`values`: expected a mapping of channel to value, found {}",
-                    v.type_name()
-                ),
-            )
+            f.err(v, format!("`values`: expected a mapping of channel to value, found {}", v.type_name()))
         })?;
         for (k, val) in entries {
             if !ctx.channels.contains(&k.name) {
-                return Err(SpecError::at(
-                    f.file,
-                    k.loc,
-                    format!("`values` writes unknown channel `{}`", k.name),
-                ));
+                return Err(SpecError::at(f.file, k.loc, format!("`values` writes unknown channel `{}`", k.name)));
             }
             values.push((k.name.clone(), template(f, val, ctx.channels)?));
         }
@@ -56,10 +46,7 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
             Some(template(f, g, ctx.channels)?)
         }
     };
-    Ok(BuiltNode {
-        node: Arc::new(SetNode { values, goto }),
-        may_goto,
-    })
+    Ok(BuiltNode { node: Arc::new(SetNode { values, goto }), may_goto })
 }
 
 #[async_trait]
@@ -78,10 +65,9 @@ impl Node for SetNode {
             None => None,
             Some(t) => Some(match t.render(&scope).map_err(NodeError::fatal)? {
                 Value::String(s) => vec![s],
-                Value::Array(items) => items
-                    .into_iter()
-                    .map(|v| v.as_str().map(str::to_string).unwrap_or_default())
-                    .collect(),
+                Value::Array(items) => {
+                    items.into_iter().map(|v| v.as_str().map(str::to_string).unwrap_or_default()).collect()
+                }
                 other => {
                     return Err(NodeError::fatal(format!(
                         "`goto` rendered to {other}, expected a node name or a list of names"

@@ -30,26 +30,14 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
     let at = f.req("graph")?;
     let name = f.req_str("graph")?;
     if ctx.depth >= MAX_DEPTH {
-        return Err(f.err(
-            at,
-            format!("subgraphs nest deeper than {MAX_DEPTH} levels (does `{name}` include itself?)"),
-        ));
+        return Err(f.err(at, format!("subgraphs nest deeper than {MAX_DEPTH} levels (does `{name}` include itself?)")));
     }
-    let catalog = ctx
-        .catalog
-        .ok_or_else(|| f.err(at, "subgraphs need a catalog of definitions to look `graph` up in"))?;
+    let catalog =
+        ctx.catalog.ok_or_else(|| f.err(at, "subgraphs need a catalog of definitions to look `graph` up in"))?;
     let graph = catalog.compile_nested(name, ctx.registry, ctx.depth + 1).map_err(|e| {
         // An error inside the subgraph's file keeps its location; a missing graph is just named.
         let detail =
-            e.0.first()
-                .map(|e| {
-                    if e.file == name {
-                        e.message.clone()
-                    } else {
-                        e.to_string()
-                    }
-                })
-                .unwrap_or_default();
+            e.0.first().map(|e| if e.file == name { e.message.clone() } else { e.to_string() }).unwrap_or_default();
         f.err(at, format!("subgraph `{name}`: {detail}"))
     })?;
     let input = match f.opt("input") {
@@ -60,19 +48,12 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
     sub_channels.extend(graph.channels.iter().map(|c| c.name.clone()));
     let mut output = Vec::new();
     if let Some(o) = f.opt("output") {
-        let entries = o.entries().ok_or_else(|| {
-            f.err(
-                o,
-                "`output`: expected a mapping of parent channel to template over `result`",
-            )
-        })?;
+        let entries = o
+            .entries()
+            .ok_or_else(|| f.err(o, "`output`: expected a mapping of parent channel to template over `result`"))?;
         for (k, v) in entries {
             if !ctx.channels.contains(&k.name) {
-                return Err(SpecError::at(
-                    f.file,
-                    k.loc,
-                    format!("`output` writes unknown channel `{}`", k.name),
-                ));
+                return Err(SpecError::at(f.file, k.loc, format!("`output` writes unknown channel `{}`", k.name)));
             }
             output.push((k.name.clone(), template(f, v, &sub_channels)?));
         }
@@ -84,12 +65,7 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
         let at = f.node.get("into").unwrap_or(f.node);
         return Err(f.err(at, format!("`into` names unknown channel `{c}`")));
     }
-    Ok(BuiltNode::new(Arc::new(SubgraphNode {
-        graph: Arc::new(graph),
-        input,
-        output,
-        into,
-    })))
+    Ok(BuiltNode::new(Arc::new(SubgraphNode { graph: Arc::new(graph), input, output, into })))
 }
 
 /// Reports a subgraph's events as the parent's: on the parent thread, with
@@ -124,16 +100,8 @@ impl Node for SubgraphNode {
         let thread = format!("{}/{}", ctx.thread_id, ctx.task_id);
         let storage = |e: crewgraph_engine::StorageError| NodeError::transient(format!("subgraph storage: {e}"));
         let latest = ctx.checkpointer.get(&thread, None).await.map_err(storage)?;
-        let label = if ctx.input.is_some() {
-            format!("{}[{}]", ctx.node, ctx.index)
-        } else {
-            ctx.node.clone()
-        };
-        let events = Arc::new(Nested {
-            inner: ctx.events.clone(),
-            parent: label,
-            thread: ctx.thread_id.clone(),
-        });
+        let label = if ctx.input.is_some() { format!("{}[{}]", ctx.node, ctx.index) } else { ctx.node.clone() };
+        let events = Arc::new(Nested { inner: ctx.events.clone(), parent: label, thread: ctx.thread_id.clone() });
         let mut exec = Executor::new(self.graph.clone(), ctx.checkpointer.clone(), events, &ctx.run_id);
         exec.cancel = ctx.cancel.clone();
         let mut resume: HashMap<String, Decision> = HashMap::new();
@@ -154,23 +122,13 @@ impl Node for SubgraphNode {
             }
             Some(c) => {
                 // Resuming: answer every interrupt the child is waiting on with the parent's decision.
-                if let Some(d) = ctx
-                    .resume
-                    .as_ref()
-                    .and_then(|r| serde_json::from_value::<Decision>(r.clone()).ok())
-                {
+                if let Some(d) = ctx.resume.as_ref().and_then(|r| serde_json::from_value::<Decision>(r.clone()).ok()) {
                     for w in ctx.checkpointer.get_writes(&thread, c.id).await.map_err(storage)? {
                         if let Some(i) = w.interrupt {
                             resume.insert(i.id, d.clone());
                         }
                     }
-                    for i in c
-                        .metadata
-                        .get("interrupt_after")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                    {
+                    for i in c.metadata.get("interrupt_after").and_then(Value::as_array).into_iter().flatten() {
                         if let Some(id) = i.get("id").and_then(Value::as_str) {
                             resume.insert(id.to_string(), d.clone());
                         }
@@ -185,11 +143,7 @@ impl Node for SubgraphNode {
         match exec.invoke(&thread, input.as_ref(), &resume).await {
             Ok(Outcome::Finished(done)) => {
                 let result = Value::Object(done.values);
-                let scope = Scope {
-                    state: Some(&ctx.state),
-                    result: Some(&result),
-                    ..Default::default()
-                };
+                let scope = Scope { state: Some(&ctx.state), result: Some(&result), ..Default::default() };
                 let mut writes = Map::new();
                 for (channel, t) in &self.output {
                     writes.insert(channel.clone(), t.render(&scope).map_err(NodeError::fatal)?);
@@ -215,10 +169,7 @@ impl Node for SubgraphNode {
                 self.graph.name,
                 comment.map(|c| format!(": {c}")).unwrap_or_default()
             ))),
-            Err(e) => Err(NodeError {
-                message: format!("subgraph `{}`: {e}", self.graph.name),
-                retryable: false,
-            }),
+            Err(e) => Err(NodeError { message: format!("subgraph `{}`: {e}", self.graph.name), retryable: false }),
         }
     }
 }

@@ -35,22 +35,17 @@ pub struct ToolNode {
 pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecError> {
     let name_at = f.req("tool")?;
     let name = f.req_str("tool")?;
-    let tool = ctx
-        .tools
-        .get(name)
-        .cloned()
-        .or_else(|| builtin_tool(name))
-        .ok_or_else(|| {
-            let declared: Vec<&str> = ctx.tools.keys().map(String::as_str).collect();
-            f.err(
-                name_at,
-                format!(
-                    "unknown tool `{name}` (declared in `tools:`: [{}]; built-in: {})",
-                    declared.join(", "),
-                    BUILTINS.join(", ")
-                ),
-            )
-        })?;
+    let tool = ctx.tools.get(name).cloned().or_else(|| builtin_tool(name)).ok_or_else(|| {
+        let declared: Vec<&str> = ctx.tools.keys().map(String::as_str).collect();
+        f.err(
+            name_at,
+            format!(
+                "unknown tool `{name}` (declared in `tools:`: [{}]; built-in: {})",
+                declared.join(", "),
+                BUILTINS.join(", ")
+            ),
+        )
+    })?;
     let args = match f.opt("args") {
         Some(a) => Some(template(f, a, ctx.channels)?),
         None => None,
@@ -58,9 +53,7 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
     let into = match f.opt("into") {
         None => None,
         Some(at) => {
-            let c = at
-                .as_str()
-                .ok_or_else(|| f.err(at, "`into`: expected a channel name"))?;
+            let c = at.as_str().ok_or_else(|| f.err(at, "`into`: expected a channel name"))?;
             if !ctx.channels.contains(c) {
                 return Err(f.err(at, format!("`into` names unknown channel `{c}`")));
             }
@@ -96,21 +89,15 @@ impl Node for ToolNode {
                 Some("reject") => {
                     let mut writes = Map::new();
                     if let Some(into) = &self.into {
-                        writes.insert(
-                            into.clone(),
-                            json!({"rejected": true, "comment": decision.get("comment")}),
-                        );
+                        writes.insert(into.clone(), json!({"rejected": true, "comment": decision.get("comment")}));
                     }
                     return Ok(NodeOutput::writes(writes));
                 }
                 _ => {}
             }
         }
-        let call = ToolCall {
-            idempotency_key: ctx.task_id.clone(),
-            run_id: ctx.run_id.clone(),
-            node: ctx.node.clone(),
-        };
+        let call =
+            ToolCall { idempotency_key: ctx.task_id.clone(), run_id: ctx.run_id.clone(), node: ctx.node.clone() };
         ctx.emit("tool.started", json!({"tool": self.tool.name(), "args": args}));
         let result = self.tool.call(args, &call).await;
         ctx.emit("tool.finished", json!({"tool": self.tool.name(), "ok": result.is_ok()}));
@@ -203,12 +190,8 @@ impl Tool for AppendFile {
             .open(&full)
             .await
             .map_err(|e| NodeError::transient(format!("append_file: {}: {e}", full.display())))?;
-        file.write_all(text.as_bytes())
-            .await
-            .map_err(|e| NodeError::transient(format!("append_file: {e}")))?;
-        file.sync_data()
-            .await
-            .map_err(|e| NodeError::transient(format!("append_file: {e}")))?;
+        file.write_all(text.as_bytes()).await.map_err(|e| NodeError::transient(format!("append_file: {e}")))?;
+        file.sync_data().await.map_err(|e| NodeError::transient(format!("append_file: {e}")))?;
         Ok(json!({"path": path, "line": line}))
     }
 }
