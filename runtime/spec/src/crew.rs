@@ -48,6 +48,8 @@ struct Task {
     human_input: bool,
     async_execution: bool,
     tools: Option<Vec<String>>,
+    output_schema: Option<serde_json::Value>,
+    max_repairs: u32,
 }
 
 /// Rewrites CrewAI's `{topic}` and Jinja's `{{ topic }}` to `{{ state.topic }}`,
@@ -245,8 +247,7 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
     }
     for t in &tasks {
         channels.insert(t.name.clone());
-        builder = builder
-            .channel(ChannelSpec { r#type: Some("string".into()), ..ChannelSpec::new(&t.name, Reducer::Replace) });
+        builder = builder.channel(ChannelSpec { r#type: None, ..ChannelSpec::new(&t.name, Reducer::Replace) });
         if t.human_input {
             channels.insert(review(&t.name));
             builder = builder.channel(ChannelSpec::new(review(&t.name), Reducer::Replace));
@@ -292,6 +293,8 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
             max_rpm: agent.max_rpm,
             mode: ToolMode::Auto,
             into: t.name.clone(),
+            output_schema: t.output_schema.clone(),
+            max_repairs: t.max_repairs,
         });
         builder = builder.node(NodeSpec::new(&t.name, Arc::new(node)));
         if t.human_input {
@@ -399,13 +402,14 @@ fn read_task(file: &str, name: &str, loc: Loc, v: &Yaml) -> Result<Task, SpecErr
     let human_input = f.opt_bool("human_input")?.unwrap_or(false);
     let async_execution = f.opt_bool("async_execution")?.unwrap_or(false);
     let tools = f.opt_strings("tools")?;
-    for key in ["output_schema", "guardrail"] {
-        if let Some(at) = f.opt(key) {
-            return Err(f.err(at, format!("`{key}` on crew tasks is not supported in this version yet")));
-        }
+    let (output_schema, max_repairs) = crate::nodes::llm::read_output_schema(&mut f)?;
+    if let Some(at) = f.opt("guardrail") {
+        return Err(f.err(at, "`guardrail` on crew tasks is not supported in this version yet"));
     }
     f.finish()?;
     Ok(Task {
+        output_schema,
+        max_repairs,
         name: name.to_string(),
         loc,
         description,

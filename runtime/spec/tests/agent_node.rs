@@ -16,7 +16,7 @@ models:
 {tools_section}
 state:
   question: {{ type: string }}
-  answer: {{ type: string }}
+  answer: {{ type: any }}
 entry: researcher
 nodes:
   researcher:
@@ -142,4 +142,16 @@ async fn a_call_needing_approval_pauses_and_resumes_without_asking_the_model_aga
     let r = requests(&server);
     assert_eq!(r.len(), 3, "model, tool, model: the proposing call was not repeated");
     assert_eq!(r[1], json!({"title": "refund #2"}), "the tool got the reviewer's arguments");
+}
+
+#[tokio::test]
+async fn an_agent_with_an_output_schema_returns_json() {
+    let server = OpenAiServer::start(vec![Reply::text("The answer is four."), Reply::text(r#"{"answer": 4}"#)]).await;
+    let extra = "    output_schema: { type: object, properties: { answer: { type: integer } }, required: [answer] }";
+    let (rt, _) = runtime();
+    let run = rt.start(graph(&server.base_url, extra, ""), input(), None, None, None).await.unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{}", run.error);
+    assert_eq!(run.output["answer"], json!({"answer": 4}));
+    let r = requests(&server);
+    assert_eq!(r[1]["response_format"]["type"], "json_schema");
 }

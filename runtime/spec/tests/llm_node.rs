@@ -125,3 +125,41 @@ fn model_declarations_are_checked_with_locations() {
     assert!(check("  a: { model: x }", ", model: zz").contains("unknown model `zz`"));
     assert!(check("  a: { model: x, temprature: 1 }", "").contains("unknown key `temprature`"));
 }
+
+#[tokio::test]
+async fn structured_output_is_validated_and_repaired() {
+    let server =
+        OpenAiServer::start(vec![Reply::text(r#"{"score": "high"}"#), Reply::text(r#"{"score": 4, "why": "clear"}"#)])
+            .await;
+    let yaml = format!(
+        "name: grade
+models:
+  local: {{ base_url: \"{}\", model: m, stream: false, max_retries: 0 }}
+state:
+  essay: {{ type: string }}
+  grade: {{ type: object }}
+entry: grade
+nodes:
+  grade:
+    kind: llm
+    prompt: \"Grade: {{{{ state.essay }}}}\"
+    into: grade
+    output_schema:
+      type: object
+      properties: {{ score: {{ type: integer, minimum: 1, maximum: 5 }}, why: {{ type: string }} }}
+      required: [score]
+",
+        server.base_url
+    );
+    let g = parse_graph("grade.yaml", &yaml, &Registry::builtin(), None, 0).unwrap_or_else(|e| panic!("{e}")).graph;
+    let store = Arc::new(MemoryStore::new());
+    let rt = Runtime::new(store.clone(), store, Arc::new(CollectSink::default()));
+    let input = json!({"essay": "short"}).as_object().cloned().unwrap();
+    let run = rt.start(g, input, None, None, None).await.unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{}", run.error);
+    assert_eq!(run.output["grade"], json!({"score": 4, "why": "clear"}));
+    let r = server.requests.lock().unwrap().clone();
+    assert_eq!(r[0]["response_format"]["json_schema"]["schema"]["required"], json!(["score"]));
+    let repair = r[1]["messages"].as_array().unwrap().last().unwrap()["content"].as_str().unwrap().to_string();
+    assert!(repair.contains("/score") && repair.contains("does not match the required JSON Schema"), "{repair}");
+}

@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use crewgraph_engine::{Node, NodeContext, NodeError, NodeOutput, Tool, ToolCall as EngineToolCall};
 use crewgraph_llm::ratelimit::RateLimiter;
 use crewgraph_llm::tools::{Choice, NativeSupport, ToolMode, check_call, choose};
-use crewgraph_llm::{ChatModel, ChatRequest, Message, ToolCall, ToolSpec};
+use crewgraph_llm::{ChatModel, ChatRequest, Message, ToolCall, ToolSpec, structured};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -45,6 +45,8 @@ pub struct AgentNode {
     /// (run, tool, arguments) -> result, for successful calls only.
     cache: Mutex<HashMap<(String, String, String), Value>>,
     into: String,
+    output_schema: Option<Value>,
+    max_repairs: u32,
 }
 
 /// The conversation so far; saved in a tool-approval interrupt.
@@ -99,7 +101,22 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
     if !ctx.channels.contains(&into) {
         return Err(f.err(into_at, format!("`into` names unknown channel `{into}`")));
     }
-    let spec = AgentSpec { model, role, goal, backstory, task, expected_output, tools, max_iter, max_rpm, mode, into };
+    let (output_schema, max_repairs) = super::llm::read_output_schema(f)?;
+    let spec = AgentSpec {
+        model,
+        role,
+        goal,
+        backstory,
+        task,
+        expected_output,
+        tools,
+        max_iter,
+        max_rpm,
+        mode,
+        into,
+        output_schema,
+        max_repairs,
+    };
     Ok(BuiltNode::new(Arc::new(AgentNode::new(spec))))
 }
 
@@ -116,6 +133,9 @@ pub struct AgentSpec {
     pub max_rpm: Option<u32>,
     pub mode: ToolMode,
     pub into: String,
+    /// The final answer must be JSON valid against this schema.
+    pub output_schema: Option<Value>,
+    pub max_repairs: u32,
 }
 
 impl AgentNode {
@@ -134,6 +154,8 @@ impl AgentNode {
             support: NativeSupport::default(),
             cache: Mutex::new(HashMap::new()),
             into: s.into,
+            output_schema: s.output_schema,
+            max_repairs: s.max_repairs,
         }
     }
 }
@@ -264,19 +286,33 @@ impl AgentNode {
         self.answer(p, &call, reply);
     }
 
-    fn finish(&self, ctx: &NodeContext, answer: String, p: &Progress) -> NodeOutput {
+    async fn finish(&self, ctx: &NodeContext, answer: String, p: &Progress) -> Result<NodeOutput, NodeError> {
+        let value = match &self.output_schema {
+            None => Value::String(answer),
+            Some(schema) => {
+                match structured::parse_json(&answer).ok().filter(|v| structured::violations(schema, v).is_none()) {
+                    Some(v) => v,
+                    None => {
+                        // Ask for the same answer in the required shape.
+                        let mut messages = p.messages.clone();
+                        messages.push(Message::assistant(answer));
+                        messages.push(Message::user("Give your final answer as JSON matching the required schema."));
+                        let (v, usage) =
+                            structured::complete(self.model.as_ref(), messages, schema, self.max_repairs, None).await?;
+                        self.usage(ctx, usage);
+                        v
+                    }
+                }
+            }
+        };
         ctx.emit("agent.finished", json!({"iterations": p.iterations}));
         let mut writes = Map::new();
-        writes.insert(self.into.clone(), Value::String(answer));
-        NodeOutput::writes(writes)
+        writes.insert(self.into.clone(), value);
+        Ok(NodeOutput::writes(writes))
     }
 
     fn usage(&self, ctx: &NodeContext, u: crewgraph_llm::Usage) {
-        ctx.emit(
-            "llm.usage",
-            json!({"model": self.model.profile().name, "prompt_tokens": u.prompt_tokens,
-                   "completion_tokens": u.completion_tokens, "estimated": u.estimated}),
-        );
+        super::llm::report_usage(ctx, &self.model.profile().name, u);
     }
 }
 
@@ -309,14 +345,14 @@ impl Node for AgentNode {
                     self.model.chat(&ChatRequest { messages: p.messages.clone(), ..Default::default() }, None).await?;
                 self.usage(&ctx, r.usage);
                 p.iterations += 1;
-                return Ok(self.finish(&ctx, r.message.content, &p));
+                return self.finish(&ctx, r.message.content, &p).await;
             }
             let (choice, message, usage) =
                 choose(self.model.as_ref(), &self.support, self.mode, &p.messages, &specs, None).await?;
             self.usage(&ctx, usage);
             p.iterations += 1;
             match choice {
-                Choice::Final(answer) => return Ok(self.finish(&ctx, answer, &p)),
+                Choice::Final(answer) => return self.finish(&ctx, answer, &p).await,
                 Choice::Calls(calls) => {
                     p.native = !message.tool_calls.is_empty();
                     p.messages.push(message);

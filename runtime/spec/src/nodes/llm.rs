@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use crewgraph_engine::{Node, NodeContext, NodeError, NodeOutput};
-use crewgraph_llm::{ChatModel, ChatRequest, Message, TokenSink};
+use crewgraph_llm::{ChatModel, ChatRequest, Message, TokenSink, structured};
 use serde_json::{Map, Value, json};
 
 use super::{BuildCtx, BuiltNode, template};
@@ -19,6 +19,23 @@ pub struct LlmNode {
     system: Option<ValueTemplate>,
     prompt: ValueTemplate,
     into: String,
+    output_schema: Option<Value>,
+    max_repairs: u32,
+}
+
+/// Reads `output_schema` (checked to be a valid JSON Schema) and `max_repairs`.
+pub(crate) fn read_output_schema(f: &mut Fields<'_>) -> Result<(Option<Value>, u32), SpecError> {
+    let schema = match f.opt("output_schema") {
+        None => None,
+        Some(at) => {
+            let schema = at.to_json();
+            jsonschema::validator_for(&schema)
+                .map_err(|e| f.err(at, format!("`output_schema` is not a valid JSON Schema: {e}")))?;
+            Some(schema)
+        }
+    };
+    let repairs = f.opt_u64("max_repairs")?.unwrap_or(2).min(10) as u32;
+    Ok((schema, repairs))
 }
 
 pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecError> {
@@ -34,7 +51,8 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
     if !ctx.channels.contains(&into) {
         return Err(f.err(into_at, format!("`into` names unknown channel `{into}`")));
     }
-    Ok(BuiltNode::new(Arc::new(LlmNode { model, system, prompt, into })))
+    let (output_schema, max_repairs) = read_output_schema(f)?;
+    Ok(BuiltNode::new(Arc::new(LlmNode { model, system, prompt, into, output_schema, max_repairs })))
 }
 
 /// The node's `model:`, or the file's only model.
@@ -53,6 +71,14 @@ pub(crate) fn pick_model(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<Arc<d
             Err(f.err(f.node, format!("this node needs `model:` naming one of the file's models ([{}])", declared())))
         }
     }
+}
+
+/// Reports a model call's tokens as an `llm.usage` event (summed on the run).
+pub(crate) fn report_usage(ctx: &NodeContext, model: &str, u: crewgraph_llm::Usage) {
+    ctx.emit(
+        "llm.usage",
+        json!({"model": model, "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "estimated": u.estimated}),
+    );
 }
 
 /// Streams tokens to the run's events.
@@ -93,20 +119,21 @@ impl Node for LlmNode {
                 json!({"tokens_before": trimmed.tokens_before, "tokens_after": trimmed.tokens_after}),
             );
         }
-        let request = ChatRequest { messages, ..Default::default() };
         ctx.emit("llm.started", json!({"model": profile.name}));
-        let response = self.model.chat(&request, Some(&Tokens(&ctx))).await?;
-        ctx.emit(
-            "llm.usage",
-            json!({
-                "model": profile.name,
-                "prompt_tokens": response.usage.prompt_tokens,
-                "completion_tokens": response.usage.completion_tokens,
-                "estimated": response.usage.estimated,
-            }),
-        );
+        let (value, usage) = match &self.output_schema {
+            Some(schema) => {
+                structured::complete(self.model.as_ref(), messages, schema, self.max_repairs, Some(&Tokens(&ctx)))
+                    .await?
+            }
+            None => {
+                let request = ChatRequest { messages, ..Default::default() };
+                let r = self.model.chat(&request, Some(&Tokens(&ctx))).await?;
+                (Value::String(r.message.content), r.usage)
+            }
+        };
+        report_usage(&ctx, &profile.name, usage);
         let mut writes = Map::new();
-        writes.insert(self.into.clone(), Value::String(response.message.content));
+        writes.insert(self.into.clone(), value);
         Ok(NodeOutput::writes(writes))
     }
 }

@@ -3,7 +3,7 @@
 
 pub mod agent;
 pub mod approval;
-mod llm;
+pub(crate) mod llm;
 mod map;
 mod set;
 mod subgraph;
