@@ -53,7 +53,11 @@ impl Local {
             }
             None => self.catalog.load(name_or_path, &self.registry),
         };
-        result.map_err(|e| anyhow::anyhow!("{e}"))
+        let def = result.map_err(|e| anyhow::anyhow!("{e}"))?;
+        for w in &def.warnings {
+            eprintln!("warning: {w}");
+        }
+        Ok(def)
     }
 }
 

@@ -10,7 +10,7 @@ use crate::context::definition_dirs;
 
 #[derive(Args)]
 pub struct ValidateArgs {
-    /// Definition files.
+    /// Definition files (graphs, crews) or CrewAI project folders.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
 }
@@ -41,8 +41,18 @@ pub fn validate(a: ValidateArgs) -> Result<u8> {
     let registry = Registry::builtin();
     let mut failed = 0;
     for file in &a.files {
-        match load_graph_file(file, &registry, Some(&catalog_for(file))) {
-            Ok(def) => println!("{}: ok (graph `{}`, {} nodes)", file.display(), def.graph.name, def.graph.nodes.len()),
+        let loaded = if crewgraph_spec::crewai::is_project(file) {
+            crewgraph_spec::crewai::load_project(file)
+        } else {
+            load_graph_file(file, &registry, Some(&catalog_for(file)))
+        };
+        match loaded {
+            Ok(def) => {
+                for w in &def.warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!("{}: ok (`{}`, {} nodes)", file.display(), def.graph.name, def.graph.nodes.len())
+            }
             Err(errors) => {
                 failed += 1;
                 eprintln!("{errors}");

@@ -122,8 +122,18 @@ impl OpenAiModel {
         let mut finish_reason = None;
         let mut usage = Usage::default();
         let mut model = self.profile.model.clone();
+        let mut received = false;
+        let started = std::time::Instant::now();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| self.error(e))?;
+            let chunk = chunk.map_err(|e| {
+                // A body cut off at the client's deadline surfaces as a decoding error.
+                if started.elapsed().as_secs_f64() >= self.profile.timeout_s * 0.95 {
+                    LlmError::Timeout { after_s: self.profile.timeout_s }
+                } else {
+                    self.error(e)
+                }
+            })?;
+            received = true;
             if let Some(m) = chunk.get("model").and_then(Value::as_str) {
                 model = m.to_string();
             }
@@ -158,6 +168,9 @@ impl OpenAiModel {
                     }
                 }
             }
+        }
+        if !received {
+            return Err(LlmError::Malformed("the server answered a streamed request without any event".into()));
         }
         let tool_calls = calls
             .into_iter()

@@ -49,7 +49,7 @@ impl Catalog {
     /// Resolves `name_or_path`: an existing file path, else a graph name.
     pub fn resolve(&self, name_or_path: &str) -> Option<PathBuf> {
         let p = Path::new(name_or_path);
-        if p.is_file() {
+        if p.is_file() || crate::crewai::is_project(p) {
             return Some(p.to_path_buf());
         }
         self.path_of(name_or_path).map(Path::to_path_buf)
@@ -83,6 +83,9 @@ impl Catalog {
                 format!("unknown graph `{name_or_path}` (known: {known})"),
             )
         })?;
+        if path.is_dir() {
+            return crate::crewai::load_project(&path);
+        }
         let file = path.display().to_string();
         let text = std::fs::read_to_string(&path)
             .map_err(|e| SpecError::at(&file, Loc { line: 1, column: 1 }, format!("cannot read: {e}")))?;

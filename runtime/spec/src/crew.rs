@@ -27,7 +27,7 @@ use crate::nodes::builtin_tool;
 use crate::template::{Expr, ValueTemplate};
 use crate::yaml::{Fields, Kind, Loc, Yaml};
 
-struct Agent {
+pub(crate) struct Agent {
     role: String,
     goal: String,
     backstory: Option<String>,
@@ -37,7 +37,8 @@ struct Agent {
     max_rpm: Option<u32>,
 }
 
-struct Task {
+pub(crate) struct Task {
+    file: String,
     name: String,
     loc: Loc,
     description: String,
@@ -159,20 +160,39 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
     for (k, v) in
         agents_at.entries().ok_or_else(|| f.err(agents_at, "`agents`: expected a mapping of agent name to agent"))?
     {
-        agents.insert(k.name.clone(), read_agent(file, &k.name, v, &models, &tools)?);
+        agents.insert(k.name.clone(), read_agent(file, &k.name, v, &models, &tools, Dialect::Crew, &mut vec![])?);
     }
     let tasks_at = f.req("tasks")?;
     let mut tasks: Vec<Task> = Vec::new();
     for (k, v) in
         tasks_at.entries().ok_or_else(|| f.err(tasks_at, "`tasks`: expected a mapping of task name to task"))?
     {
-        tasks.push(read_task(file, &k.name, k.loc, v)?);
+        tasks.push(read_task(file, &k.name, k.loc, v, Dialect::Crew, &mut vec![])?);
     }
     if tasks.is_empty() {
         return Err(f.err(tasks_at, "the crew has no tasks").into());
     }
     f.finish()?;
 
+    let parts = Parts { name, description, inputs, typed_inputs, agents, tasks, tools, warnings: vec![] };
+    assemble(file, root.loc, parts)
+}
+
+/// A crew read from YAML (a crew file, or CrewAI's two files).
+pub(crate) struct Parts {
+    pub name: String,
+    pub description: Option<String>,
+    pub inputs: BTreeSet<String>,
+    pub typed_inputs: Vec<ChannelSpec>,
+    pub agents: BTreeMap<String, Agent>,
+    pub tasks: Vec<Task>,
+    pub tools: BTreeMap<String, Arc<dyn crewgraph_engine::Tool>>,
+    pub warnings: Vec<SpecError>,
+}
+
+/// Compiles a crew's parts into a graph.
+pub(crate) fn assemble(file: &str, root_loc: Loc, parts: Parts) -> Result<GraphDef, SpecErrors> {
+    let Parts { name, description, mut inputs, typed_inputs, agents, tasks, tools, warnings } = parts;
     // Check references and find each task's dependencies.
     let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
     let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -218,11 +238,15 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
             (interpolate(&t.description, &mut inputs), interpolate(&t.expected_output, &mut inputs)),
         );
     }
-    let mut agent_texts: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
+    let mut agent_texts: BTreeMap<String, (String, Option<String>, String)> = BTreeMap::new();
     for (k, a) in &agents {
         agent_texts.insert(
             k.clone(),
-            (interpolate(&a.goal, &mut inputs), a.backstory.as_ref().map(|b| interpolate(b, &mut inputs))),
+            (
+                interpolate(&a.goal, &mut inputs),
+                a.backstory.as_ref().map(|b| interpolate(b, &mut inputs)),
+                interpolate(&a.role, &mut inputs),
+            ),
         );
     }
 
@@ -232,7 +256,7 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
         if names.contains(input) {
             return Err(SpecError::at(
                 file,
-                root.loc,
+                root_loc,
                 format!("input `{input}` has the name of a task; rename one of them"),
             )
             .into());
@@ -273,17 +297,17 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
                 t.name
             ));
         }
-        let (goal, backstory) = &agent_texts[&t.agent];
+        let (goal, backstory, _) = &agent_texts[&t.agent];
         let tool_names = t.tools.clone().unwrap_or_else(|| agent.tools.clone());
         let mut agent_tools = Vec::new();
         for n in &tool_names {
             agent_tools.push(tools.get(n).cloned().or_else(|| builtin_tool(n)).ok_or_else(|| {
-                SpecErrors::from(SpecError::at(file, t.loc, format!("task `{}` uses unknown tool `{n}`", t.name)))
+                SpecErrors::from(SpecError::at(&t.file, t.loc, format!("task `{}` uses unknown tool `{n}`", t.name)))
             })?);
         }
         let node = AgentNode::new(AgentSpec {
             model: agent.model.clone(),
-            role: agent.role.clone(),
+            role: compile_text(&agent_texts[&t.agent].2, t.loc)?,
             goal: compile_text(goal, t.loc)?,
             backstory: backstory.as_deref().map(|b| compile_text(b, t.loc)).transpose()?,
             task: compile_text(&prompt, t.loc)?,
@@ -313,7 +337,7 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
             builder = builder.node(NodeSpec::new(&r, Arc::new(approval)));
             builder = builder.edge(&t.name, &r);
             let redo = Expr::compile(&format!("state.{r}.action == 'reject'"), &channels)
-                .map_err(|m| SpecError::at(file, t.loc, m))?;
+                .map_err(|m| SpecError::at(&t.file, t.loc, m))?;
             builder = builder.conditional_edge(&r, &t.name, Arc::new(redo));
         }
         if deps[&t.name].is_empty() {
@@ -324,42 +348,110 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
             .iter()
             .map(|d| {
                 if human.contains(d.as_str()) {
-                    format!("(state.{} and state.{}.action != 'reject')", review(d), review(d))
+                    format!("(state.{} is not none and state.{}.action != 'reject')", review(d), review(d))
                 } else {
-                    format!("state.{d}")
+                    format!("state.{d} is not none")
                 }
             })
             .collect();
         for d in &deps[&t.name] {
             let cond: Arc<dyn Condition> =
-                Arc::new(Expr::compile(&ready.join(" and "), &channels).map_err(|m| SpecError::at(file, t.loc, m))?);
+                Arc::new(Expr::compile(&ready.join(" and "), &channels).map_err(|m| SpecError::at(&t.file, t.loc, m))?);
             builder = builder.conditional_edge(&done(d), &t.name, cond);
         }
     }
     builder = builder.output(names.clone());
     let graph = builder
         .build()
-        .map_err(|errs| SpecErrors(errs.into_iter().map(|e| SpecError::at(file, root.loc, e.message)).collect()))?;
-    Ok(GraphDef { graph: Arc::new(graph), file: file.to_string(), description })
+        .map_err(|errs| SpecErrors(errs.into_iter().map(|e| SpecError::at(file, root_loc, e.message)).collect()))?;
+    let required_inputs =
+        inputs.iter().filter(|i| !typed_inputs.iter().any(|c| &&c.name == i && c.default.is_some())).cloned().collect();
+    Ok(GraphDef { graph: Arc::new(graph), file: file.to_string(), description, required_inputs, warnings })
 }
 
 fn review(task: &str) -> String {
     format!("review_{task}")
 }
 
-fn read_agent(
+/// Which YAML a crew comes from: crewgraph's crew files are strict; CrewAI's
+/// own files accept the fields CrewAI documents, warning about those ignored here.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Crew,
+    CrewAi,
+}
+
+const CREWAI_AGENT_IGNORED: &[&str] = &[
+    "function_calling_llm",
+    "max_execution_time",
+    "step_callback",
+    "cache",
+    "system_template",
+    "prompt_template",
+    "response_template",
+    "allow_code_execution",
+    "max_retry_limit",
+    "respect_context_window",
+    "code_execution_mode",
+    "multimodal",
+    "inject_date",
+    "date_format",
+    "reasoning",
+    "max_reasoning_attempts",
+    "embedder",
+    "knowledge_sources",
+    "use_system_prompt",
+    "memory",
+    "tools",
+];
+const CREWAI_TASK_IGNORED: &[&str] = &[
+    "markdown",
+    "config",
+    "output_file",
+    "create_directory",
+    "output_json",
+    "output_pydantic",
+    "callback",
+    "guardrail",
+    "guardrails",
+    "guardrail_max_retries",
+    "name",
+    "tools",
+];
+
+/// Turns present CrewAI fields that do nothing here into warnings.
+fn ignore_crewai(f: &mut Fields<'_>, keys: &'static [&'static str], what: &str, warnings: &mut Vec<SpecError>) {
+    for key in keys {
+        if let Some(at) = f.opt(key) {
+            warnings.push(f.err(at, format!("{what}: `{key}` is a CrewAI field crewgraph ignores")));
+        }
+    }
+}
+
+pub(crate) fn read_agent(
     file: &str,
     name: &str,
     v: &Yaml,
     models: &crate::models::Models,
     tools: &BTreeMap<String, Arc<dyn crewgraph_engine::Tool>>,
+    dialect: Dialect,
+    warnings: &mut Vec<SpecError>,
 ) -> Result<Agent, SpecError> {
     let what = format!("agent `{name}`");
     let mut f = Fields::new(file, v, &what)?;
     let role = f.req_str("role")?.trim().to_string();
     let goal = f.req_str("goal")?.trim().to_string();
     let backstory = f.opt_str("backstory")?.map(|b| b.trim().to_string());
+    if dialect == Dialect::CrewAi {
+        ignore_crewai(&mut f, CREWAI_AGENT_IGNORED, &what, warnings);
+    }
     let model = match f.opt("llm") {
+        // CrewAI names a model directly, `provider/model` or `model`: use it on the configured server.
+        Some(at) if dialect == Dialect::CrewAi && at.as_str().is_some() => {
+            let m = at.as_str().unwrap_or_default();
+            let model = m.split_once('/').map(|(_, m)| m).unwrap_or(m);
+            crewgraph_llm::connect(&ModelProfile::new(name, model)).map_err(|e| f.err(at, e.to_string()))?
+        }
         Some(at) => {
             let m = at.as_str().ok_or_else(|| f.err(at, "`llm`: expected a model name from `models:`"))?;
             models.get(m).cloned().ok_or_else(|| {
@@ -371,7 +463,8 @@ fn read_agent(
         None if models.is_empty() => default_model().map_err(|m| f.err(v, m))?,
         None => return Err(f.err(v, format!("{what} needs `llm:` naming one of the crew's models"))),
     };
-    let tool_names = f.opt_strings("tools")?.unwrap_or_default();
+    // CrewAI assigns tools in Python: its YAML `tools` are reported as ignored above.
+    let tool_names = if dialect == Dialect::CrewAi { vec![] } else { f.opt_strings("tools")?.unwrap_or_default() };
     for t in &tool_names {
         if !tools.contains_key(t) && builtin_tool(t).is_none() {
             let at = v.get("tools").unwrap_or(v);
@@ -384,6 +477,7 @@ fn read_agent(
     let _ = f.opt_bool("verbose")?;
     if let Some(at) = f.opt("memory")
         && at.kind == Kind::Bool(true)
+        && dialect == Dialect::Crew
     {
         return Err(f.err(at, "`memory: true` needs the memory store, which this version does not have yet"));
     }
@@ -391,9 +485,19 @@ fn read_agent(
     Ok(Agent { role, goal, backstory, model, tools: tool_names, max_iter, max_rpm })
 }
 
-fn read_task(file: &str, name: &str, loc: Loc, v: &Yaml) -> Result<Task, SpecError> {
+pub(crate) fn read_task(
+    file: &str,
+    name: &str,
+    loc: Loc,
+    v: &Yaml,
+    dialect: Dialect,
+    warnings: &mut Vec<SpecError>,
+) -> Result<Task, SpecError> {
     let what = format!("task `{name}`");
     let mut f = Fields::new(file, v, &what)?;
+    if dialect == Dialect::CrewAi {
+        ignore_crewai(&mut f, CREWAI_TASK_IGNORED, &what, warnings);
+    }
     let description = f.req_str("description")?.trim().to_string();
     let expected_output = f.req_str("expected_output")?.trim().to_string();
     let agent_at = f.req("agent")?;
@@ -401,13 +505,14 @@ fn read_task(file: &str, name: &str, loc: Loc, v: &Yaml) -> Result<Task, SpecErr
     let context = f.opt_strings("context")?;
     let human_input = f.opt_bool("human_input")?.unwrap_or(false);
     let async_execution = f.opt_bool("async_execution")?.unwrap_or(false);
-    let tools = f.opt_strings("tools")?;
+    let tools = if dialect == Dialect::CrewAi { None } else { f.opt_strings("tools")? };
     let (output_schema, max_repairs) = crate::nodes::llm::read_output_schema(&mut f)?;
-    if let Some(at) = f.opt("guardrail") {
+    if let Some(at) = f.opt("guardrail").filter(|_| dialect == Dialect::Crew) {
         return Err(f.err(at, "`guardrail` on crew tasks is not supported in this version yet"));
     }
     f.finish()?;
     Ok(Task {
+        file: file.to_string(),
         output_schema,
         max_repairs,
         name: name.to_string(),

@@ -24,12 +24,21 @@ pub struct GraphDef {
     pub graph: Arc<Graph>,
     pub file: String,
     pub description: Option<String>,
+    /// Inputs a run must give (a crew's placeholders without a default).
+    pub required_inputs: Vec<String>,
+    /// Things accepted but ignored (fields of CrewAI's format that do nothing here).
+    pub warnings: Vec<SpecError>,
 }
 
 impl GraphDef {
     /// Checks a run's input against the declared channels and their types;
     /// the error names the offending key.
     pub fn validate_input(&self, input: &Map<String, Value>) -> Result<(), String> {
+        if let Some(missing) = self.required_inputs.iter().find(|k| !input.contains_key(*k)) {
+            return Err(format!(
+                "input.{missing}: required (the definition uses `{{{missing}}}`), e.g. --input {missing}=..."
+            ));
+        }
         for (k, v) in input {
             let Some(ch) = self.graph.channel(k) else {
                 let names: Vec<&str> = self.graph.channels.iter().map(|c| c.name.as_str()).collect();
@@ -179,7 +188,13 @@ pub fn parse_graph(
                 .collect(),
         )
     })?;
-    Ok(GraphDef { graph: Arc::new(graph), file: file.to_string(), description })
+    Ok(GraphDef {
+        graph: Arc::new(graph),
+        file: file.to_string(),
+        description,
+        required_inputs: vec![],
+        warnings: vec![],
+    })
 }
 
 fn read_channels(f: &mut Fields<'_>) -> Result<Vec<ChannelSpec>, SpecError> {

@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod crew;
+pub mod crewai;
 pub mod diagram;
 pub mod error;
 pub mod graph_file;

@@ -32,7 +32,9 @@ use crate::yaml::Fields;
 
 pub struct AgentNode {
     model: Arc<dyn ChatModel>,
-    role: String,
+    role: ValueTemplate,
+    /// The role as written, for approval payloads.
+    role_label: String,
     goal: ValueTemplate,
     backstory: Option<ValueTemplate>,
     task: ValueTemplate,
@@ -64,7 +66,8 @@ struct Progress {
 
 pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecError> {
     let model = super::llm::pick_model(f, ctx)?;
-    let role = f.req_str("role")?.to_string();
+    let role_at = f.req("role")?;
+    let role = template(f, role_at, ctx.channels)?;
     let goal_at = f.req("goal")?;
     let goal = template(f, goal_at, ctx.channels)?;
     let backstory = match f.opt("backstory") {
@@ -123,7 +126,7 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
 /// Everything an agent node is made of (crews build these directly).
 pub struct AgentSpec {
     pub model: Arc<dyn ChatModel>,
-    pub role: String,
+    pub role: ValueTemplate,
     pub goal: ValueTemplate,
     pub backstory: Option<ValueTemplate>,
     pub task: ValueTemplate,
@@ -142,6 +145,10 @@ impl AgentNode {
     pub fn new(s: AgentSpec) -> Self {
         AgentNode {
             model: s.model,
+            role_label: match &s.role {
+                ValueTemplate::Literal(Value::String(r)) | ValueTemplate::Text(r) => r.clone(),
+                other => format!("{other:?}"),
+            },
             role: s.role,
             goal: s.goal,
             backstory: s.backstory,
@@ -178,7 +185,7 @@ impl AgentNode {
     fn opening(&self, ctx: &NodeContext) -> Result<Vec<Message>, NodeError> {
         let scope = Scope::of_task(ctx);
         let render = |t: &ValueTemplate| t.render(&scope).map(text).map_err(NodeError::fatal);
-        let mut persona = format!("You are {}. Your goal: {}", self.role, render(&self.goal)?);
+        let mut persona = format!("You are {}. Your goal: {}", render(&self.role)?, render(&self.goal)?);
         if let Some(b) = &self.backstory {
             persona.push_str(&format!("\n{}", render(b)?));
         }
@@ -243,7 +250,7 @@ impl AgentNode {
                     payload: json!({
                         "tool": call.name,
                         "args": call.arguments,
-                        "agent": self.role,
+                        "agent": self.role_label,
                         "progress": p,
                     }),
                     actions: vec!["approve".into(), "reject".into(), "edit".into()],
