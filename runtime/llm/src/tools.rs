@@ -35,6 +35,13 @@ pub enum Choice {
 #[derive(Default)]
 pub struct NativeSupport(AtomicU8);
 
+impl NativeSupport {
+    /// Whether this model has been seen to pick tools only through the schema.
+    pub fn schema_only(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == SCHEMA_ONLY
+    }
+}
+
 const UNKNOWN: u8 = 0;
 const NATIVE: u8 = 1;
 const SCHEMA_ONLY: u8 = 2;

@@ -107,18 +107,29 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
     let name = f.req_str("name")?.to_string();
     let description = f.opt_str("description")?.map(str::to_string);
     let _ = f.opt_bool("verbose")?;
-    if let Some(p) = f.opt("process") {
-        match p.as_str() {
-            Some("sequential") => {}
-            Some("hierarchical") => {
-                return Err(f.err(p, "`process: hierarchical` (a manager delegating to coworkers) is not supported yet; use `sequential`").into());
-            }
+    let hierarchical = match f.opt("process") {
+        None => false,
+        Some(p) => match p.as_str() {
+            Some("sequential") => false,
+            Some("hierarchical") => true,
             _ => return Err(f.err(p, "`process`: expected `sequential` or `hierarchical`").into()),
-        }
-    }
+        },
+    };
     let models = match f.opt("models") {
         Some(section) => crate::models::read(file, section)?,
         None => Default::default(),
+    };
+    // A hierarchical crew's manager: `manager_llm` names its model (default: the crew's only model).
+    let manager = match (hierarchical, f.opt("manager_llm")) {
+        (false, Some(at)) => return Err(f.err(at, "`manager_llm` needs `process: hierarchical`").into()),
+        (false, None) => None,
+        (true, Some(at)) => {
+            let m = at.as_str().unwrap_or_default();
+            Some(models.get(m).cloned().ok_or_else(|| f.err(at, format!("unknown model `{m}` in `manager_llm`")))?)
+        }
+        (true, None) if models.len() == 1 => models.values().next().cloned(),
+        (true, None) if models.is_empty() => Some(default_model().map_err(|m| f.err(root, m))?),
+        (true, None) => return Err(f.err(root, "a hierarchical crew with several models needs `manager_llm`").into()),
     };
     let mut inputs: BTreeSet<String> = BTreeSet::new();
     let mut typed_inputs: Vec<ChannelSpec> = Vec::new();
@@ -174,7 +185,7 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
     }
     f.finish()?;
 
-    let parts = Parts { name, description, inputs, typed_inputs, agents, tasks, tools, warnings: vec![] };
+    let parts = Parts { name, description, inputs, typed_inputs, agents, tasks, tools, warnings: vec![], manager };
     assemble(file, root.loc, parts)
 }
 
@@ -188,11 +199,13 @@ pub(crate) struct Parts {
     pub tasks: Vec<Task>,
     pub tools: BTreeMap<String, Arc<dyn crewgraph_engine::Tool>>,
     pub warnings: Vec<SpecError>,
+    /// The manager's model, for `process: hierarchical`.
+    pub manager: Option<Arc<dyn ChatModel>>,
 }
 
 /// Compiles a crew's parts into a graph.
 pub(crate) fn assemble(file: &str, root_loc: Loc, parts: Parts) -> Result<GraphDef, SpecErrors> {
-    let Parts { name, description, mut inputs, typed_inputs, agents, tasks, tools, warnings } = parts;
+    let Parts { name, description, mut inputs, typed_inputs, agents, tasks, tools, warnings, manager } = parts;
     // Check references and find each task's dependencies.
     let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
     let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -283,6 +296,34 @@ pub(crate) fn assemble(file: &str, root_loc: Loc, parts: Parts) -> Result<GraphD
     let human: BTreeSet<&str> = tasks.iter().filter(|t| t.human_input).map(|t| t.name.as_str()).collect();
     let done = |t: &str| if human.contains(t) { review(t) } else { t.to_string() };
 
+    // In a hierarchical crew every task goes to the manager, who delegates to these.
+    let mut coworkers: Vec<(String, Arc<AgentNode>)> = Vec::new();
+    if manager.is_some() {
+        for (key, a) in &agents {
+            let (goal, backstory, role) = &agent_texts[key];
+            let mut own_tools = Vec::new();
+            for n in &a.tools {
+                own_tools.extend(tools.get(n).cloned().or_else(|| builtin_tool(n)));
+            }
+            let coworker = AgentNode::new(AgentSpec {
+                model: a.model.clone(),
+                role: compile_text(role, root_loc)?,
+                goal: compile_text(goal, root_loc)?,
+                backstory: backstory.as_deref().map(|b| compile_text(b, root_loc)).transpose()?,
+                task: ValueTemplate::Literal(json!("")),
+                expected_output: None,
+                tools: own_tools,
+                max_iter: a.max_iter,
+                max_rpm: a.max_rpm,
+                mode: ToolMode::Auto,
+                into: String::new(),
+                output_schema: None,
+                max_repairs: 0,
+                coworkers: vec![],
+            });
+            coworkers.push((a.role.clone(), Arc::new(coworker)));
+        }
+    }
     for t in &tasks {
         let agent = &agents[&t.agent];
         let (description, expected) = &texts[&t.name];
@@ -305,7 +346,7 @@ pub(crate) fn assemble(file: &str, root_loc: Loc, parts: Parts) -> Result<GraphD
                 SpecErrors::from(SpecError::at(&t.file, t.loc, format!("task `{}` uses unknown tool `{n}`", t.name)))
             })?);
         }
-        let node = AgentNode::new(AgentSpec {
+        let mut spec = AgentSpec {
             model: agent.model.clone(),
             role: compile_text(&agent_texts[&t.agent].2, t.loc)?,
             goal: compile_text(goal, t.loc)?,
@@ -319,7 +360,24 @@ pub(crate) fn assemble(file: &str, root_loc: Loc, parts: Parts) -> Result<GraphD
             into: t.name.clone(),
             output_schema: t.output_schema.clone(),
             max_repairs: t.max_repairs,
-        });
+            coworkers: vec![],
+        };
+        if let Some(model) = &manager {
+            let roles: Vec<&str> = coworkers.iter().map(|(r, _)| r.as_str()).collect();
+            spec.model = model.clone();
+            spec.role = ValueTemplate::Literal(json!("Crew Manager"));
+            spec.goal = ValueTemplate::Literal(json!(
+                "Get each task done well by delegating it to the right coworker and checking their result"
+            ));
+            spec.backstory = Some(ValueTemplate::Literal(json!(format!(
+                "You lead a team of: {}. Delegate with `delegate_work`, ask with `ask_question`, then answer with the final result.",
+                roles.join(", ")
+            ))));
+            spec.tools = vec![];
+            spec.max_iter = 10;
+            spec.coworkers = coworkers.clone();
+        }
+        let node = AgentNode::new(spec);
         builder = builder.node(NodeSpec::new(&t.name, Arc::new(node)));
         if t.human_input {
             let r = review(&t.name);

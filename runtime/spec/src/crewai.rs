@@ -66,6 +66,7 @@ pub fn load_project(dir: &Path) -> Result<GraphDef, SpecErrors> {
         tasks,
         tools,
         warnings,
+        manager: None,
     };
     assemble(&tasks_file, Loc { line: 1, column: 1 }, parts)
 }

@@ -144,4 +144,48 @@ fn the_example_crew_compiles() {
     let def = catalog.load("research-report", &Registry::builtin()).unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = def.graph.nodes.iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["research", "report", "review_report"]);
+    let def = catalog.load("launch-plan", &Registry::builtin()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(def.graph.nodes.len(), 2);
+}
+
+#[tokio::test]
+async fn a_hierarchical_crew_has_its_manager_delegate_to_coworkers() {
+    let server = OpenAiServer::start(vec![
+        Reply::tool_call("delegate_work", json!({"task": "Find facts about tides", "coworker": "Researcher"})),
+        Reply::text("tides follow the moon"),
+        Reply::text("Final: tides follow the moon."),
+    ])
+    .await;
+    let yaml = format!(
+        "name: h
+process: hierarchical
+models:
+  local: {{ base_url: \"{}\", model: scripted-model, stream: false, max_retries: 0 }}
+agents:
+  researcher: {{ role: Researcher, goal: \"Research {{topic}}\" }}
+  writer: {{ role: Writer, goal: Write }}
+tasks:
+  facts: {{ description: \"Facts about {{topic}}.\", expected_output: One line., agent: researcher }}
+",
+        server.base_url
+    );
+    let g = parse_graph("h.yaml", &yaml, &Registry::builtin(), None, 0).unwrap_or_else(|e| panic!("{e}")).graph;
+    let (rt, _) = runtime();
+    let run = rt.start(g, topic("tides"), None, None, None).await.unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{}", run.error);
+    assert_eq!(run.output["facts"], "Final: tides follow the moon.");
+    let r = server.requests.lock().unwrap().clone();
+    assert!(r[0]["messages"][0]["content"].as_str().unwrap().starts_with("You are Crew Manager."));
+    let tools: Vec<&str> =
+        r[0]["tools"].as_array().unwrap().iter().map(|t| t["function"]["name"].as_str().unwrap()).collect();
+    assert_eq!(tools, ["delegate_work", "ask_question"]);
+    assert_eq!(
+        r[0]["tools"][0]["function"]["parameters"]["properties"]["coworker"]["enum"],
+        json!(["Researcher", "Writer"])
+    );
+    assert_eq!(r[1]["messages"][0]["content"], "You are Researcher. Your goal: Research tides");
+    assert_eq!(r[1]["messages"][1]["content"], "Find facts about tides");
+    let back = r[2]["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(back["content"], "tides follow the moon", "the coworker's answer went back to the manager");
+    assert!(run.usage["by_node"]["facts/Researcher"]["prompt_tokens"].as_u64().unwrap() > 0, "{}", run.usage);
 }

@@ -49,7 +49,18 @@ pub struct AgentNode {
     into: String,
     output_schema: Option<Value>,
     max_repairs: u32,
+    /// For a manager: the agents it can delegate to, by role.
+    coworkers: Vec<(String, Arc<AgentNode>)>,
 }
+
+/// How the loop ended: an answer, or a pause for a person.
+enum Ending {
+    Answer(String),
+    Stop(NodeOutput),
+}
+
+const DELEGATE: &str = "delegate_work";
+const ASK: &str = "ask_question";
 
 /// The conversation so far; saved in a tool-approval interrupt.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -119,6 +130,7 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
         into,
         output_schema,
         max_repairs,
+        coworkers: vec![],
     };
     Ok(BuiltNode::new(Arc::new(AgentNode::new(spec))))
 }
@@ -139,6 +151,8 @@ pub struct AgentSpec {
     /// The final answer must be JSON valid against this schema.
     pub output_schema: Option<Value>,
     pub max_repairs: u32,
+    /// Coworkers a manager delegates to with `delegate_work` / `ask_question`.
+    pub coworkers: Vec<(String, Arc<AgentNode>)>,
 }
 
 impl AgentNode {
@@ -163,6 +177,7 @@ impl AgentNode {
             into: s.into,
             output_schema: s.output_schema,
             max_repairs: s.max_repairs,
+            coworkers: s.coworkers,
         }
     }
 }
@@ -176,19 +191,89 @@ fn text(v: Value) -> String {
 
 impl AgentNode {
     fn specs(&self) -> Vec<ToolSpec> {
-        self.tools
+        let mut specs: Vec<ToolSpec> = self
+            .tools
             .iter()
             .map(|t| ToolSpec { name: t.name().into(), description: t.description().into(), parameters: t.schema() })
-            .collect()
+            .collect();
+        if !self.coworkers.is_empty() {
+            let roles: Vec<&str> = self.coworkers.iter().map(|(r, _)| r.as_str()).collect();
+            let params = |what: &str| {
+                json!({"type": "object", "properties": {
+                    what: {"type": "string"},
+                    "context": {"type": "string"},
+                    "coworker": {"type": "string", "enum": roles},
+                }, "required": [what, "coworker"]})
+            };
+            specs.push(ToolSpec {
+                name: DELEGATE.into(),
+                description: "Give a coworker a piece of work, with all the context they need; returns their result."
+                    .into(),
+                parameters: params("task"),
+            });
+            specs.push(ToolSpec {
+                name: ASK.into(),
+                description: "Ask a coworker a question, with the context they need; returns their answer.".into(),
+                parameters: params("question"),
+            });
+        }
+        specs
     }
 
-    fn opening(&self, ctx: &NodeContext) -> Result<Vec<Message>, NodeError> {
+    /// The agent's introduction: role, goal, backstory.
+    fn persona(&self, ctx: &NodeContext) -> Result<String, NodeError> {
         let scope = Scope::of_task(ctx);
         let render = |t: &ValueTemplate| t.render(&scope).map(text).map_err(NodeError::fatal);
         let mut persona = format!("You are {}. Your goal: {}", render(&self.role)?, render(&self.goal)?);
         if let Some(b) = &self.backstory {
             persona.push_str(&format!("\n{}", render(b)?));
         }
+        Ok(persona)
+    }
+
+    /// Runs this agent on work handed over by a manager, as part of the manager's node.
+    fn delegate<'a>(
+        &'a self,
+        ctx: &'a NodeContext,
+        work: String,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, NodeError>> + Send + 'a>> {
+        Box::pin(async move {
+            let mut own = ctx.clone();
+            own.node = format!("{}/{}", ctx.node, self.role_label.trim());
+            own.resume = None;
+            own.asked = None;
+            let mut p = Progress {
+                messages: vec![Message::system(self.persona(&own)?), Message::user(work)],
+                ..Default::default()
+            };
+            match self.drive(&own, &mut p).await? {
+                Ending::Answer(a) => Ok(a),
+                Ending::Stop(_) => Err(NodeError::fatal("delegated work cannot use a tool that needs approval")),
+            }
+        })
+    }
+
+    async fn delegate_call(&self, ctx: &NodeContext, call: &ToolCall) -> String {
+        let arg = |k: &str| call.arguments.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        let who = arg("coworker");
+        let Some((_, coworker)) = self.coworkers.iter().find(|(r, _)| r.trim().eq_ignore_ascii_case(who.trim())) else {
+            let roles: Vec<&str> = self.coworkers.iter().map(|(r, _)| r.as_str()).collect();
+            return format!("Error: there is no coworker `{who}` (coworkers: {})", roles.join(", "));
+        };
+        let what = if call.name == DELEGATE { arg("task") } else { arg("question") };
+        let context = arg("context");
+        let work = if context.is_empty() { what } else { format!("{what}\n\nContext:\n{context}") };
+        ctx.emit("agent.delegated", json!({"to": who, "kind": call.name}));
+        match coworker.delegate(ctx, work).await {
+            Ok(answer) => answer,
+            Err(e) => format!("Error: {}", e.message),
+        }
+    }
+
+    fn opening(&self, ctx: &NodeContext) -> Result<Vec<Message>, NodeError> {
+        let persona = self.persona(ctx)?;
+        let scope = Scope::of_task(ctx);
+        let render = |t: &ValueTemplate| t.render(&scope).map(text).map_err(NodeError::fatal);
         let mut task = render(&self.task)?;
         if let Some(e) = &self.expected_output {
             task.push_str(&format!("\n\nExpected output: {}", render(e)?));
@@ -205,6 +290,9 @@ impl AgentNode {
     }
 
     async fn call_tool(&self, ctx: &NodeContext, p: &Progress, call: &ToolCall, index: usize) -> String {
+        if !self.coworkers.is_empty() && (call.name == DELEGATE || call.name == ASK) {
+            return self.delegate_call(ctx, call).await;
+        }
         let Some(tool) = self.tools.iter().find(|t| t.name() == call.name) else {
             return format!("Error: there is no tool `{}`", call.name);
         };
@@ -318,6 +406,52 @@ impl AgentNode {
         Ok(NodeOutput::writes(writes))
     }
 
+    /// The ReAct loop from where `p` stands, to an answer or a pause.
+    async fn drive(&self, ctx: &NodeContext, p: &mut Progress) -> Result<Ending, NodeError> {
+        if let Some(stop) = self.work_through(ctx, p).await? {
+            return Ok(Ending::Stop(stop));
+        }
+        let specs = self.specs();
+        loop {
+            self.limiter.acquire().await;
+            if p.iterations + 1 >= self.max_iter {
+                // The last iteration: no tools, a final answer.
+                p.messages.push(Message::user("You have used your iterations. Give your final answer now."));
+                p.iterations += 1;
+                if self.mode == ToolMode::Schema || self.support.schema_only() {
+                    // A model that answers in JSON here: hold it to the final-answer shape.
+                    let schema = json!({"type": "object", "properties": {"final_answer": {"type": "string"}}, "required": ["final_answer"]});
+                    // An answer cut off by the token limit is not JSON: then take the plain answer below.
+                    if let Ok((v, usage)) =
+                        structured::complete(self.model.as_ref(), p.messages.clone(), &schema, 1, None).await
+                    {
+                        self.usage(ctx, usage);
+                        return Ok(Ending::Answer(v["final_answer"].as_str().unwrap_or_default().to_string()));
+                    }
+                }
+                let r =
+                    self.model.chat(&ChatRequest { messages: p.messages.clone(), ..Default::default() }, None).await?;
+                self.usage(ctx, r.usage);
+                return Ok(Ending::Answer(r.message.content));
+            }
+            let (choice, message, usage) =
+                choose(self.model.as_ref(), &self.support, self.mode, &p.messages, &specs, None).await?;
+            self.usage(ctx, usage);
+            p.iterations += 1;
+            match choice {
+                Choice::Final(answer) => return Ok(Ending::Answer(answer)),
+                Choice::Calls(calls) => {
+                    p.native = !message.tool_calls.is_empty();
+                    p.messages.push(message);
+                    p.pending = calls;
+                    if let Some(stop) = self.work_through(ctx, p).await? {
+                        return Ok(Ending::Stop(stop));
+                    }
+                }
+            }
+        }
+    }
+
     fn usage(&self, ctx: &NodeContext, u: crewgraph_llm::Usage) {
         super::llm::report_usage(ctx, &self.model.profile().name, u);
     }
@@ -339,36 +473,9 @@ impl Node for AgentNode {
             }
             _ => Progress { messages: self.opening(&ctx)?, ..Default::default() },
         };
-        if let Some(stop) = self.work_through(&ctx, &mut p).await? {
-            return Ok(stop);
-        }
-        let specs = self.specs();
-        loop {
-            self.limiter.acquire().await;
-            if p.iterations + 1 >= self.max_iter {
-                // The last iteration: no tools, a final answer.
-                p.messages.push(Message::user("You have used your iterations. Give your final answer now."));
-                let r =
-                    self.model.chat(&ChatRequest { messages: p.messages.clone(), ..Default::default() }, None).await?;
-                self.usage(&ctx, r.usage);
-                p.iterations += 1;
-                return self.finish(&ctx, r.message.content, &p).await;
-            }
-            let (choice, message, usage) =
-                choose(self.model.as_ref(), &self.support, self.mode, &p.messages, &specs, None).await?;
-            self.usage(&ctx, usage);
-            p.iterations += 1;
-            match choice {
-                Choice::Final(answer) => return self.finish(&ctx, answer, &p).await,
-                Choice::Calls(calls) => {
-                    p.native = !message.tool_calls.is_empty();
-                    p.messages.push(message);
-                    p.pending = calls;
-                    if let Some(stop) = self.work_through(&ctx, &mut p).await? {
-                        return Ok(stop);
-                    }
-                }
-            }
+        match self.drive(&ctx, &mut p).await? {
+            Ending::Answer(a) => self.finish(&ctx, a, &p).await,
+            Ending::Stop(out) => Ok(out),
         }
     }
 }
