@@ -5,6 +5,10 @@
 //! W2  draft -> approval -> publish: park N threads at the approval, then approve each.
 //! W3  W1 with many runs in flight.
 //! W4  checkpoint bytes per step on one thread whose `messages` channel grows every step.
+//! W5  crewgraph time per crew task beyond the model's HTTP round trips (scripted server).
+//! W6  token counting of a 100 KB prompt.
+
+mod llm_overhead;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +26,8 @@ enum Workload {
     W2,
     W3,
     W4,
+    W5,
+    W6,
     All,
 }
 
@@ -103,7 +109,7 @@ fn compile(text: &str) -> Result<Arc<Graph>> {
     parse_graph("bench.yaml", text, &Registry::builtin(), None, 0).map(|d| d.graph).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -111,11 +117,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+pub(crate) fn sorted(mut v: Vec<f64>) -> Vec<f64> {
     v.sort_by(f64::total_cmp);
     v
 }
@@ -246,6 +252,14 @@ async fn w4(rt: &Runtime, pg: &PgStore, steps: usize) -> Result<()> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let a = Args::parse();
+    // W5 and W6 need no database.
+    if a.workload == Workload::W5 {
+        return llm_overhead::w5(a.runs.min(200)).await;
+    }
+    if a.workload == Workload::W6 {
+        llm_overhead::w6();
+        return Ok(());
+    }
     if a.database_url == "memory:" {
         // The engine alone, without storage round trips: the floor the database adds to.
         let store = Arc::new(crewgraph_engine::MemoryStore::new());
@@ -269,6 +283,10 @@ async fn main() -> Result<()> {
     }
     if all || a.workload == Workload::W4 {
         w4(&rt, &pg, a.long_steps).await?;
+    }
+    if all {
+        llm_overhead::w5(a.runs.min(200)).await?;
+        llm_overhead::w6();
     }
     Ok(())
 }
