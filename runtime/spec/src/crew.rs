@@ -51,6 +51,9 @@ pub(crate) struct Task {
     tools: Option<Vec<String>>,
     output_schema: Option<serde_json::Value>,
     max_repairs: u32,
+    /// A requirement the output must meet, checked by the model.
+    guardrail: Option<String>,
+    guardrail_max_retries: u32,
 }
 
 /// Rewrites CrewAI's `{topic}` and Jinja's `{{ topic }}` to `{{ state.topic }}`,
@@ -320,6 +323,8 @@ pub(crate) fn assemble(file: &str, root_loc: Loc, parts: Parts) -> Result<GraphD
                 output_schema: None,
                 max_repairs: 0,
                 coworkers: vec![],
+                guardrail: None,
+                guardrail_max_retries: 0,
             });
             coworkers.push((a.role.clone(), Arc::new(coworker)));
         }
@@ -361,6 +366,12 @@ pub(crate) fn assemble(file: &str, root_loc: Loc, parts: Parts) -> Result<GraphD
             output_schema: t.output_schema.clone(),
             max_repairs: t.max_repairs,
             coworkers: vec![],
+            guardrail: t
+                .guardrail
+                .as_deref()
+                .map(|g| compile_text(&interpolate(g, &mut BTreeSet::new()), t.loc))
+                .transpose()?,
+            guardrail_max_retries: t.guardrail_max_retries,
         };
         if let Some(model) = &manager {
             let roles: Vec<&str> = coworkers.iter().map(|(r, _)| r.as_str()).collect();
@@ -470,9 +481,7 @@ const CREWAI_TASK_IGNORED: &[&str] = &[
     "output_json",
     "output_pydantic",
     "callback",
-    "guardrail",
     "guardrails",
-    "guardrail_max_retries",
     "name",
     "tools",
 ];
@@ -565,11 +574,12 @@ pub(crate) fn read_task(
     let async_execution = f.opt_bool("async_execution")?.unwrap_or(false);
     let tools = if dialect == Dialect::CrewAi { None } else { f.opt_strings("tools")? };
     let (output_schema, max_repairs) = crate::nodes::llm::read_output_schema(&mut f)?;
-    if let Some(at) = f.opt("guardrail").filter(|_| dialect == Dialect::Crew) {
-        return Err(f.err(at, "`guardrail` on crew tasks is not supported in this version yet"));
-    }
+    let guardrail = f.opt_str("guardrail")?.map(|g| g.trim().to_string());
+    let guardrail_max_retries = f.opt_u64("guardrail_max_retries")?.unwrap_or(2).min(10) as u32;
     f.finish()?;
     Ok(Task {
+        guardrail,
+        guardrail_max_retries,
         file: file.to_string(),
         output_schema,
         max_repairs,

@@ -189,3 +189,27 @@ tasks:
     assert_eq!(back["content"], "tides follow the moon", "the coworker's answer went back to the manager");
     assert!(run.usage["by_node"]["facts/Researcher"]["prompt_tokens"].as_u64().unwrap() > 0, "{}", run.usage);
 }
+
+#[tokio::test]
+async fn a_guardrail_sends_a_failing_answer_back_with_feedback() {
+    let server = OpenAiServer::start(vec![
+        Reply::text("tides are water moving"),
+        Reply::text(r#"{"passed": false, "feedback": "say what causes them"}"#),
+        Reply::text("the moon's pull causes tides"),
+        Reply::text(r#"{"passed": true, "feedback": ""}"#),
+    ])
+    .await;
+    let tasks = "  facts:
+    description: \"Explain {topic}.\"
+    expected_output: One sentence.
+    agent: researcher
+    guardrail: \"The answer names the cause of {topic}.\"
+";
+    let (rt, _) = runtime();
+    let run = rt.start(crew(&server.base_url, tasks), topic("tides"), None, None, None).await.unwrap();
+    assert_eq!(run.status, RunStatus::Succeeded, "{}", run.error);
+    assert_eq!(run.output["facts"], "the moon's pull causes tides");
+    let r = server.requests.lock().unwrap().clone();
+    assert!(last_user(&r[1]).starts_with("Requirement: The answer names the cause of tides."), "{}", last_user(&r[1]));
+    assert!(last_user(&r[2]).contains("Feedback: say what causes them"), "{}", last_user(&r[2]));
+}

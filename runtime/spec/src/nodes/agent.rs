@@ -51,6 +51,9 @@ pub struct AgentNode {
     max_repairs: u32,
     /// For a manager: the agents it can delegate to, by role.
     coworkers: Vec<(String, Arc<AgentNode>)>,
+    /// A requirement the final answer is checked against (by the model), with retries.
+    guardrail: Option<ValueTemplate>,
+    guardrail_max_retries: u32,
 }
 
 /// How the loop ended: an answer, or a pause for a person.
@@ -131,6 +134,8 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
         output_schema,
         max_repairs,
         coworkers: vec![],
+        guardrail: None,
+        guardrail_max_retries: 0,
     };
     Ok(BuiltNode::new(Arc::new(AgentNode::new(spec))))
 }
@@ -153,6 +158,8 @@ pub struct AgentSpec {
     pub max_repairs: u32,
     /// Coworkers a manager delegates to with `delegate_work` / `ask_question`.
     pub coworkers: Vec<(String, Arc<AgentNode>)>,
+    pub guardrail: Option<ValueTemplate>,
+    pub guardrail_max_retries: u32,
 }
 
 impl AgentNode {
@@ -178,6 +185,8 @@ impl AgentNode {
             output_schema: s.output_schema,
             max_repairs: s.max_repairs,
             coworkers: s.coworkers,
+            guardrail: s.guardrail,
+            guardrail_max_retries: s.guardrail_max_retries,
         }
     }
 }
@@ -406,6 +415,40 @@ impl AgentNode {
         Ok(NodeOutput::writes(writes))
     }
 
+    /// The conversation as sent: fitted into the model's context window.
+    fn fitted(&self, ctx: &NodeContext, messages: &[Message]) -> Vec<Message> {
+        let profile = self.model.profile();
+        let reserve = profile.max_tokens.map(|m| m as usize).unwrap_or(profile.context_window / 4);
+        let mut sent = messages.to_vec();
+        let t = crewgraph_llm::budget::fit(&mut sent, profile.context_window.saturating_sub(reserve));
+        if t.dropped_messages + t.truncated_messages > 0 {
+            ctx.emit("llm.trimmed", json!({"tokens_before": t.tokens_before, "tokens_after": t.tokens_after}));
+        }
+        sent
+    }
+
+    /// Asks the model whether `answer` meets the guardrail; `None` when it does.
+    async fn guardrail_feedback(
+        &self,
+        ctx: &NodeContext,
+        requirement: &str,
+        answer: &str,
+    ) -> Result<Option<String>, NodeError> {
+        let schema = json!({"type": "object", "properties": {"passed": {"type": "boolean"}, "feedback": {"type": "string"}}, "required": ["passed", "feedback"]});
+        let messages = vec![
+            Message::system("You check an answer against a requirement and say whether it meets it."),
+            Message::user(format!(
+                "Requirement: {requirement}\n\nAnswer:\n{answer}\n\nDoes the answer meet the requirement? If not, say what to change."
+            )),
+        ];
+        let (verdict, usage) = structured::complete(self.model.as_ref(), messages, &schema, 1, None).await?;
+        self.usage(ctx, usage);
+        let passed = verdict["passed"].as_bool().unwrap_or(false);
+        let feedback = verdict["feedback"].as_str().unwrap_or_default().to_string();
+        ctx.emit("agent.guardrail", json!({"passed": passed, "feedback": feedback}));
+        Ok((!passed).then_some(feedback))
+    }
+
     /// The ReAct loop from where `p` stands, to an answer or a pause.
     async fn drive(&self, ctx: &NodeContext, p: &mut Progress) -> Result<Ending, NodeError> {
         if let Some(stop) = self.work_through(ctx, p).await? {
@@ -434,8 +477,15 @@ impl AgentNode {
                 self.usage(ctx, r.usage);
                 return Ok(Ending::Answer(r.message.content));
             }
-            let (choice, message, usage) =
-                choose(self.model.as_ref(), &self.support, self.mode, &p.messages, &specs, None).await?;
+            let (choice, message, usage) = choose(
+                self.model.as_ref(),
+                &self.support,
+                self.mode,
+                &self.fitted(ctx, &p.messages),
+                &specs,
+                Some(&super::llm::Tokens(ctx)),
+            )
+            .await?;
             self.usage(ctx, usage);
             p.iterations += 1;
             match choice {
@@ -473,9 +523,29 @@ impl Node for AgentNode {
             }
             _ => Progress { messages: self.opening(&ctx)?, ..Default::default() },
         };
-        match self.drive(&ctx, &mut p).await? {
-            Ending::Answer(a) => self.finish(&ctx, a, &p).await,
-            Ending::Stop(out) => Ok(out),
+        let mut checks = 0;
+        loop {
+            let answer = match self.drive(&ctx, &mut p).await? {
+                Ending::Answer(a) => a,
+                Ending::Stop(out) => return Ok(out),
+            };
+            let requirement = match &self.guardrail {
+                Some(g) => text(g.render(&Scope::of_task(&ctx)).map_err(NodeError::fatal)?),
+                None => return self.finish(&ctx, answer, &p).await,
+            };
+            let Some(feedback) = self.guardrail_feedback(&ctx, &requirement, &answer).await? else {
+                return self.finish(&ctx, answer, &p).await;
+            };
+            if checks >= self.guardrail_max_retries {
+                return Err(NodeError::fatal(format!(
+                    "the answer still fails the guardrail after {checks} retries: {feedback}"
+                )));
+            }
+            checks += 1;
+            p.messages.push(Message::assistant(answer));
+            p.messages.push(Message::user(format!(
+                "Your answer does not meet this requirement: {requirement}\nFeedback: {feedback}\nWrite a corrected final answer."
+            )));
         }
     }
 }

@@ -82,7 +82,7 @@ pub(crate) fn report_usage(ctx: &NodeContext, model: &str, u: crewgraph_llm::Usa
 }
 
 /// Streams tokens to the run's events.
-struct Tokens<'a>(&'a NodeContext);
+pub(crate) struct Tokens<'a>(pub(crate) &'a NodeContext);
 
 impl TokenSink for Tokens<'_> {
     fn token(&self, text: &str) {
