@@ -255,22 +255,7 @@ impl Checkpointer for PgStore {
 
     async fn copy_thread(&self, from: &str, to: &str, up_to: Option<Uuid>) -> Result<(), StorageError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let max_step: Option<i64> = match up_to {
-            Some(id) => sqlx::query_scalar("SELECT step FROM checkpoints WHERE thread_id = $1 AND checkpoint_id = $2")
-                .bind(from)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?,
-            None => sqlx::query_scalar("SELECT max(step) FROM checkpoints WHERE thread_id = $1")
-                .bind(from)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db)?,
-        };
-        let max_step = max_step
-            .ok_or_else(|| StorageError::new(format!("nothing to copy: no such checkpoint in thread `{from}`")))?;
-        copy_rows(&mut tx, from, to, max_step).await?;
+        copy_rows(&mut tx, from, to, up_to).await?;
         tx.commit().await.map_err(db)
     }
 
@@ -281,10 +266,8 @@ impl Checkpointer for PgStore {
     }
 
     async fn prune(&self, retention: &Retention) -> Result<u64, StorageError> {
-        let keep = retention.keep_last.map(i64::from).unwrap_or(i64::MAX);
-        let cutoff = retention.max_age_s.map(|s| crewgraph_engine::now_ms() - s as i64 * 1000).unwrap_or(i64::MIN);
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let deleted = prune_checkpoints(&mut tx, keep, cutoff).await?;
+        let deleted = prune_checkpoints(&mut tx, retention).await?;
         if deleted > 0 {
             // Blobs older than the last full value the oldest kept checkpoint needs are unreachable.
             sqlx::query(
@@ -312,4 +295,4 @@ impl Checkpointer for PgStore {
 
 crate::runs_sql::impl_run_store!(crate::PgStore, sqlx::PgPool);
 
-crate::thread_sql::thread_statements!(sqlx::PgConnection);
+crate::thread_sql::thread_statements!(sqlx::PgConnection, |id: uuid::Uuid| id);

@@ -242,22 +242,7 @@ impl Checkpointer for SqliteStore {
 
     async fn copy_thread(&self, from: &str, to: &str, up_to: Option<Uuid>) -> Result<(), StorageError> {
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let max_step: Option<i64> = match up_to {
-            Some(id) => sqlx::query_scalar("SELECT step FROM checkpoints WHERE thread_id = $1 AND checkpoint_id = $2")
-                .bind(from)
-                .bind(id.to_string())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db)?,
-            None => sqlx::query_scalar("SELECT max(step) FROM checkpoints WHERE thread_id = $1")
-                .bind(from)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db)?,
-        };
-        let max_step = max_step
-            .ok_or_else(|| StorageError::new(format!("nothing to copy: no such checkpoint in thread `{from}`")))?;
-        copy_rows(&mut tx, from, to, max_step).await?;
+        copy_rows(&mut tx, from, to, up_to).await?;
         tx.commit().await.map_err(db)
     }
 
@@ -268,10 +253,8 @@ impl Checkpointer for SqliteStore {
     }
 
     async fn prune(&self, retention: &Retention) -> Result<u64, StorageError> {
-        let keep = retention.keep_last.map(i64::from).unwrap_or(i64::MAX);
-        let cutoff = retention.max_age_s.map(|s| crewgraph_engine::now_ms() - s as i64 * 1000).unwrap_or(i64::MIN);
         let mut tx = self.pool.begin().await.map_err(db)?;
-        let deleted = prune_checkpoints(&mut tx, keep, cutoff).await?;
+        let deleted = prune_checkpoints(&mut tx, retention).await?;
         if deleted > 0 {
             sqlx::query(
                 "WITH oldest AS (
@@ -299,4 +282,4 @@ impl Checkpointer for SqliteStore {
 
 crate::runs_sql::impl_run_store!(crate::SqliteStore, sqlx::SqlitePool);
 
-crate::thread_sql::thread_statements!(sqlx::SqliteConnection);
+crate::thread_sql::thread_statements!(sqlx::SqliteConnection, |id: uuid::Uuid| id.to_string());

@@ -2,14 +2,32 @@
 //! SQL backends; each statement is portable SQL with placeholders in order.
 
 macro_rules! thread_statements {
-    ($conn:ty) => {
-        /// Copies checkpoints and blobs up to `max_step` from `from` to `to`.
+    ($conn:ty, $bind_id:expr) => {
+        /// Copies `from`'s history up to checkpoint `up_to` (all of it when `None`) to `to`.
         pub(crate) async fn copy_rows(
             conn: &mut $conn,
             from: &str,
             to: &str,
-            max_step: i64,
+            up_to: Option<uuid::Uuid>,
         ) -> Result<(), crewgraph_engine::StorageError> {
+            let max_step: Option<i64> = match up_to {
+                Some(id) => {
+                    sqlx::query_scalar("SELECT step FROM checkpoints WHERE thread_id = $1 AND checkpoint_id = $2")
+                        .bind(from)
+                        .bind($bind_id(id))
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(crate::error::db)?
+                }
+                None => sqlx::query_scalar("SELECT max(step) FROM checkpoints WHERE thread_id = $1")
+                    .bind(from)
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(crate::error::db)?,
+            };
+            let max_step = max_step.ok_or_else(|| {
+                crewgraph_engine::StorageError::new(format!("nothing to copy: no such checkpoint in thread `{from}`"))
+            })?;
             for sql in [
                 "INSERT INTO checkpoints (thread_id, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at)
                  SELECT $1, checkpoint_id, parent_id, step, source, versions, next, metadata, created_at
@@ -35,13 +53,14 @@ macro_rules! thread_statements {
             Ok(())
         }
 
-        /// Deletes checkpoints beyond the newest `keep` of each thread or older
-        /// than `cutoff` (ms), never a thread's latest one.
+        /// Deletes checkpoints outside the retention policy, never a thread's latest one.
         pub(crate) async fn prune_checkpoints(
             conn: &mut $conn,
-            keep: i64,
-            cutoff: i64,
+            retention: &crewgraph_engine::Retention,
         ) -> Result<u64, crewgraph_engine::StorageError> {
+            let keep = retention.keep_last.map(i64::from).unwrap_or(i64::MAX);
+            let cutoff =
+                retention.max_age_s.map(|s| crewgraph_engine::now_ms() - s as i64 * 1000).unwrap_or(i64::MIN);
             let done = sqlx::query(
                 "DELETE FROM checkpoints WHERE EXISTS (
                      SELECT 1 FROM (
