@@ -88,7 +88,8 @@ async fn list(run: Option<String>, all: bool, json: bool) -> Result<u8> {
 
 async fn decide(action: DecisionAction, a: DecideArgs) -> Result<u8> {
     let local = Local::open().await?;
-    let sink: Arc<dyn crewgraph_engine::EventSink> = if a.quiet { Arc::new(NullSink) } else { Arc::new(Progress) };
+    let sink: Arc<dyn crewgraph_engine::EventSink> =
+        if a.quiet { Arc::new(NullSink) } else { Arc::new(Progress::default()) };
     let rt = local.runtime(sink);
     let value = a.value.as_deref().map(|v| serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string())));
     let approval = rt.decide(&a.id, Decision { action, value, comment: a.comment.clone() }).await?;

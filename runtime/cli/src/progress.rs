@@ -5,7 +5,12 @@ use std::io::Write;
 use crewgraph_engine::{Event, EventSink};
 use serde_json::Value;
 
-pub struct Progress;
+/// Prints events as progress lines; model tokens stream inline under their node.
+#[derive(Default)]
+pub struct Progress {
+    /// The node whose tokens are being printed, if a token line is open.
+    streaming: std::sync::Mutex<Option<String>>,
+}
 
 fn short(v: &Value, max: usize) -> String {
     let s = v.to_string();
@@ -19,6 +24,24 @@ fn index_label(data: &Value) -> String {
 
 impl EventSink for Progress {
     fn emit(&self, mut e: Event) {
+        if e.kind.ends_with("llm.token") {
+            let text = e.data.get("text").or_else(|| e.data.get("event").and_then(|d| d.get("text")));
+            let text = text.and_then(Value::as_str).unwrap_or("");
+            let node = e.node.clone().unwrap_or_default();
+            let mut err = std::io::stderr().lock();
+            if let Ok(mut open) = self.streaming.lock() {
+                if open.as_deref() != Some(node.as_str()) {
+                    if open.is_some() {
+                        let _ = writeln!(err);
+                    }
+                    let _ = write!(err, "  {node} ▸ ");
+                    *open = Some(node);
+                }
+            }
+            let _ = write!(err, "{}", text.replace('\n', " "));
+            let _ = err.flush();
+            return;
+        }
         // A subgraph's events: shown as the parent's, indented, without its checkpoints.
         let nested = e.kind.strip_prefix("subgraph.").map(str::to_string);
         if let Some(kind) = nested {
@@ -78,8 +101,33 @@ impl EventSink for Progress {
             "run.cancelled" => {
                 format!("■ run {} cancelled: {}", e.run_id, e.data.get("message").and_then(Value::as_str).unwrap_or(""))
             }
+            "llm.usage" => format!(
+                "  {step}{node} used {} prompt + {} completion tokens{}",
+                e.data.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0),
+                e.data.get("completion_tokens").and_then(Value::as_u64).unwrap_or(0),
+                if e.data.get("estimated").and_then(Value::as_bool).unwrap_or(false) { " (estimated)" } else { "" }
+            ),
+            "llm.trimmed" => format!("  {step}{node} prompt trimmed to fit the context window"),
+            "agent.delegated" => {
+                format!("  {step}{node} delegates to {}", e.data.get("to").and_then(Value::as_str).unwrap_or(""))
+            }
+            "agent.guardrail" => format!(
+                "  {step}{node} guardrail {}",
+                if e.data.get("passed").and_then(Value::as_bool).unwrap_or(false) {
+                    "passed"
+                } else {
+                    "failed; retrying"
+                }
+            ),
+            "llm.started" | "agent.finished" | "tool.cached" => return,
             other => format!("  {step}{other} {node}"),
         };
-        let _ = writeln!(std::io::stderr().lock(), "{line}");
+        let mut err = std::io::stderr().lock();
+        if let Ok(mut open) = self.streaming.lock()
+            && open.take().is_some()
+        {
+            let _ = writeln!(err);
+        }
+        let _ = writeln!(err, "{line}");
     }
 }

@@ -56,7 +56,7 @@ pub fn parse_input(pairs: &[String], json: Option<&str>) -> Result<Map<String, V
 }
 
 fn sink(quiet: bool) -> Arc<dyn EventSink> {
-    if quiet { Arc::new(NullSink) } else { Arc::new(Progress) }
+    if quiet { Arc::new(NullSink) } else { Arc::new(Progress::default()) }
 }
 
 /// Cancels the run cooperatively on Ctrl-C; its checkpoints stay.

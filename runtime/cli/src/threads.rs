@@ -119,7 +119,7 @@ pub async fn command(c: ThreadsCommand) -> Result<u8> {
                 }
             };
             let def = local.load(&source)?;
-            let rt = local.runtime(Arc::new(Progress));
+            let rt = local.runtime(Arc::new(Progress::default()));
             let run = rt
                 .fork(
                     def.graph.clone(),
