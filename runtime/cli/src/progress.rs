@@ -29,14 +29,14 @@ impl EventSink for Progress {
             let text = text.and_then(Value::as_str).unwrap_or("");
             let node = e.node.clone().unwrap_or_default();
             let mut err = std::io::stderr().lock();
-            if let Ok(mut open) = self.streaming.lock() {
-                if open.as_deref() != Some(node.as_str()) {
-                    if open.is_some() {
-                        let _ = writeln!(err);
-                    }
-                    let _ = write!(err, "  {node} ▸ ");
-                    *open = Some(node);
+            if let Ok(mut open) = self.streaming.lock()
+                && open.as_deref() != Some(node.as_str())
+            {
+                if open.is_some() {
+                    let _ = writeln!(err);
                 }
+                let _ = write!(err, "  {node} ▸ ");
+                *open = Some(node);
             }
             let _ = write!(err, "{}", text.replace('\n', " "));
             let _ = err.flush();
