@@ -90,3 +90,31 @@ pub fn w6() {
                "count_p50_ms": percentile(&times, 0.5), "count_max_ms": times.last().copied().unwrap_or(0.0)})
     );
 }
+
+/// W7: local embedding throughput (all-MiniLM-L6-v2 on the CPU), in chunks of
+/// about 200 tokens per second, batches of 32.
+pub async fn w7(chunks: usize) -> Result<()> {
+    use crewgraph_memory::{Embedder, LocalEmbedder, default_model_dir};
+    let dir =
+        default_model_dir().ok_or_else(|| anyhow::anyhow!("set CREWGRAPH_EMBEDDING_MODEL_DIR to all-MiniLM-L6-v2"))?;
+    let embedder = LocalEmbedder::load(&dir)?;
+    let text = |i: usize| {
+        format!(
+            "Chunk {i}. {}",
+            "Checkpoints are written after every superstep so that a crashed run resumes where it stopped. ".repeat(9)
+        )
+    };
+    let all: Vec<String> = (0..chunks).map(text).collect();
+    embedder.embed(&all[..4]).await?; // warm-up
+    let started = Instant::now();
+    for batch in all.chunks(32) {
+        embedder.embed(batch).await?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let tokens = crewgraph_llm::tokens::count(&all[0]);
+    println!(
+        "{}",
+        json!({"workload": "W7", "chunks": chunks, "tokens_per_chunk": tokens, "chunks_per_s": chunks as f64 / secs})
+    );
+    Ok(())
+}

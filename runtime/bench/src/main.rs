@@ -7,6 +7,7 @@
 //! W4  checkpoint bytes per step on one thread whose `messages` channel grows every step.
 //! W5  crewgraph time per crew task beyond the model's HTTP round trips (scripted server).
 //! W6  token counting of a 100 KB prompt.
+//! W7  local embedding throughput (all-MiniLM-L6-v2, CPU).
 
 mod llm_overhead;
 
@@ -28,6 +29,7 @@ enum Workload {
     W4,
     W5,
     W6,
+    W7,
     All,
 }
 
@@ -259,6 +261,9 @@ async fn main() -> Result<()> {
     if a.workload == Workload::W6 {
         llm_overhead::w6();
         return Ok(());
+    }
+    if a.workload == Workload::W7 {
+        return llm_overhead::w7(a.runs.min(512)).await;
     }
     if a.database_url == "memory:" {
         // The engine alone, without storage round trips: the floor the database adds to.
