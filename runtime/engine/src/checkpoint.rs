@@ -74,11 +74,11 @@ impl Blob {
         })
     }
 
-    /// The JSON body to store for this blob.
-    pub fn to_body(&self) -> Value {
+    /// The JSON body to store for this blob, serialised without copying the value.
+    pub fn body_json(&self) -> String {
         match self {
-            Blob::Full(v) => v.clone(),
-            Blob::Append(items) | Blob::Messages(items) => Value::Array(items.clone()),
+            Blob::Full(v) => v.to_string(),
+            Blob::Append(items) | Blob::Messages(items) => serde_json::to_string(items).unwrap_or_else(|_| "[]".into()),
         }
     }
 }

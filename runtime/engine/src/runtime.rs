@@ -63,15 +63,26 @@ impl Runtime {
         // The input checkpoint, written next and committed synchronously, makes the record durable.
         self.runs.create_run_deferred(&run).await?;
         self.emit(Event::new("run.started", &run.id, &run.thread_id).data(json!({"graph": run.graph})));
-        let tally = Arc::new(UsageTally::new(self.events.clone(), &run.id));
-        let mut exec = Executor::new(graph.clone(), self.checkpointer.clone(), tally.clone(), &run.id);
+        let (mut exec, tally) = self.executor(&graph, &run.id, cancel);
         exec.new_thread = new_thread;
-        if let Some(c) = cancel {
-            exec.cancel = c;
-        }
         let outcome = exec.invoke(&run.thread_id, Some(&input), &HashMap::new()).await;
         run.usage = tally.merged_into(&run.usage);
         self.settle(&graph, run, outcome).await
+    }
+
+    /// An executor for one run whose events also feed the run's usage tally.
+    fn executor(
+        &self,
+        graph: &Arc<Graph>,
+        run_id: &str,
+        cancel: Option<CancellationToken>,
+    ) -> (Executor, Arc<UsageTally>) {
+        let tally = Arc::new(UsageTally::new(self.events.clone(), run_id));
+        let mut exec = Executor::new(graph.clone(), self.checkpointer.clone(), tally.clone(), run_id);
+        if let Some(c) = cancel {
+            exec.cancel = c;
+        }
+        (exec, tally)
     }
 
     pub async fn get_run(&self, id: &str) -> Result<Run, EngineError> {
@@ -105,11 +116,7 @@ impl Runtime {
         let kind = if first { "run.started" } else { "run.resumed" };
         self.emit(Event::new(kind, &run.id, &run.thread_id).data(json!({"graph": run.graph})));
 
-        let tally = Arc::new(UsageTally::new(self.events.clone(), &run.id));
-        let mut exec = Executor::new(graph.clone(), self.checkpointer.clone(), tally.clone(), &run.id);
-        if let Some(c) = cancel {
-            exec.cancel = c;
-        }
+        let (exec, tally) = self.executor(&graph, &run.id, cancel);
         let input = match (&run.input, started_here) {
             (Value::Object(m), false) => Some(m.clone()),
             _ => None,

@@ -13,20 +13,17 @@ use reqwest::Response;
 #[derive(Clone, Debug)]
 pub struct RetryPolicy {
     pub max_retries: u32,
-    pub backoff_ms: u64,
-    pub max_backoff_ms: u64,
+    /// Waits between attempts: the engine's exponential backoff with jitter.
+    pub backoff: crewgraph_engine::RetryPolicy,
     pub max_retry_after: Duration,
     attempts: u32,
 }
 
 impl RetryPolicy {
     pub fn new(max_retries: u32, backoff_ms: u64, max_backoff_ms: u64, max_retry_after: Duration) -> Self {
-        Self { max_retries, backoff_ms, max_backoff_ms, max_retry_after, attempts: 0 }
-    }
-
-    fn backoff(&self) -> Duration {
-        let nominal = (self.backoff_ms as f64 * 2f64.powi(self.attempts as i32)).min(self.max_backoff_ms as f64);
-        Duration::from_millis((nominal * (0.5 + fastrand::f64() * 0.5)) as u64)
+        let backoff =
+            crewgraph_engine::RetryPolicy { initial_backoff_ms: backoff_ms, max_backoff_ms, ..Default::default() };
+        Self { max_retries, backoff, max_retry_after, attempts: 0 }
     }
 }
 
@@ -63,7 +60,7 @@ impl tower::retry::Policy<HttpRequestFactory, Response, OpenAIError> for RetryPo
             // Waiting that long inside a step is worse than failing it now and resuming later.
             return None;
         }
-        let delay = asked.unwrap_or_else(|| self.backoff());
+        let delay = asked.unwrap_or_else(|| self.backoff.backoff(self.attempts + 1));
         self.attempts += 1;
         tracing::warn!(attempt = self.attempts, delay_ms = delay.as_millis() as u64, "retrying the model call");
         Some(Box::pin(tokio::time::sleep(delay)))

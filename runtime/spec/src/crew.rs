@@ -159,13 +159,12 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
             typed_inputs.push(c);
         }
     }
-    let channels_so_far: BTreeSet<String> = BTreeSet::new();
     let mut tools = BTreeMap::new();
     if let Some(section) = f.opt("tools") {
         for (k, v) in
             section.entries().ok_or_else(|| f.err(section, "`tools`: expected a mapping of tool name to tool"))?
         {
-            tools.insert(k.name.clone(), crate::http_tool::declare(file, &k.name, v, &channels_so_far)?);
+            tools.insert(k.name.clone(), crate::http_tool::declare(file, &k.name, v, &BTreeSet::new())?);
         }
     }
 

@@ -15,7 +15,6 @@ use crate::nodes::{BuildCtx, Registry};
 use crate::template::Expr;
 use crate::yaml::{self, Fields, Kind, Loc, Yaml};
 
-const COMMON_NODE_KEYS: &[&str] = &["kind", "description", "retry", "timeout_s", "interrupt_before", "interrupt_after"];
 const TYPES: &[&str] = &["string", "number", "integer", "boolean", "array", "object", "any"];
 
 /// A compiled graph definition with what the engine graph does not carry.
@@ -279,7 +278,6 @@ fn read_node(name: &str, decl: &Yaml, ctx: &BuildCtx<'_>) -> Result<NodeSpec, Sp
     let timeout = f.opt_f64("timeout_s")?.map(Duration::from_secs_f64);
     let interrupt_before = f.opt_bool("interrupt_before")?.unwrap_or(false);
     let interrupt_after = f.opt_bool("interrupt_after")?.unwrap_or(false);
-    debug_assert!(COMMON_NODE_KEYS.iter().all(|k| !k.is_empty()));
     let built = ctx.registry.build(kind, &mut f, ctx)?;
     f.finish()?;
     let mut spec = NodeSpec::new(name, built.node);

@@ -12,7 +12,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
 use crate::codec::{self, BlobRow, CheckpointRow};
-use crate::error::{StoreError, db, json};
+use crate::error::{StoreError, db};
 
 #[derive(Clone)]
 pub struct PgStore {
@@ -193,7 +193,7 @@ impl Checkpointer for PgStore {
             .bind(metadata)
             .bind(c.created_at);
         for b in blobs {
-            query = query.bind(&b.channel).bind(b.version).bind(b.blob.kind()).bind(b.blob.to_body().to_string());
+            query = query.bind(&b.channel).bind(b.version).bind(b.blob.kind()).bind(b.blob.body_json());
         }
         query.execute(&self.pool).await.map_err(db)?;
         Ok(())
@@ -225,32 +225,11 @@ impl Checkpointer for PgStore {
     }
 
     async fn put_writes(&self, thread_id: &str, checkpoint_id: Uuid, result: &TaskResult) -> Result<(), StorageError> {
-        let body = serde_json::to_string(result).map_err(json)?;
-        sqlx::query(
-            "INSERT INTO checkpoint_writes (thread_id, checkpoint_id, task_id, result, created_at) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (thread_id, checkpoint_id, task_id) DO UPDATE SET result = excluded.result",
-        )
-        .bind(thread_id)
-        .bind(checkpoint_id)
-        .bind(&result.task_id)
-        .bind(body)
-        .bind(crewgraph_engine::now_ms())
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
+        save_result(&self.pool, thread_id, checkpoint_id, result).await
     }
 
     async fn get_writes(&self, thread_id: &str, checkpoint_id: Uuid) -> Result<Vec<TaskResult>, StorageError> {
-        let bodies: Vec<String> = sqlx::query_scalar(
-            "SELECT result FROM checkpoint_writes WHERE thread_id = $1 AND checkpoint_id = $2 ORDER BY created_at, task_id",
-        )
-        .bind(thread_id)
-        .bind(checkpoint_id)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        bodies.iter().map(|b| serde_json::from_str(b).map_err(json)).collect()
+        load_results(&self.pool, thread_id, checkpoint_id).await
     }
 
     async fn copy_thread(&self, from: &str, to: &str, up_to: Option<Uuid>) -> Result<(), StorageError> {
@@ -295,4 +274,4 @@ impl Checkpointer for PgStore {
 
 crate::runs_sql::impl_run_store!(crate::PgStore, sqlx::PgPool);
 
-crate::thread_sql::thread_statements!(sqlx::PgConnection, |id: uuid::Uuid| id);
+crate::thread_sql::thread_statements!(sqlx::PgPool, sqlx::PgConnection, |id: uuid::Uuid| id);

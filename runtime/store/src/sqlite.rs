@@ -11,7 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use uuid::Uuid;
 
 use crate::codec::{self, BlobRow, CheckpointRow};
-use crate::error::{StoreError, db, json};
+use crate::error::{StoreError, db};
 
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -138,7 +138,7 @@ impl Checkpointer for SqliteStore {
         let blob_json = serde_json::Value::Array(
             blobs
                 .iter()
-                .map(|b| json!({"c": b.channel, "v": b.version, "k": b.blob.kind(), "b": b.blob.to_body().to_string()}))
+                .map(|b| json!({"c": b.channel, "v": b.version, "k": b.blob.kind(), "b": b.blob.body_json()}))
                 .collect(),
         )
         .to_string();
@@ -212,32 +212,11 @@ impl Checkpointer for SqliteStore {
     }
 
     async fn put_writes(&self, thread_id: &str, checkpoint_id: Uuid, result: &TaskResult) -> Result<(), StorageError> {
-        let body = serde_json::to_string(result).map_err(json)?;
-        sqlx::query(
-            "INSERT INTO checkpoint_writes (thread_id, checkpoint_id, task_id, result, created_at) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (thread_id, checkpoint_id, task_id) DO UPDATE SET result = excluded.result",
-        )
-        .bind(thread_id)
-        .bind(checkpoint_id.to_string())
-        .bind(&result.task_id)
-        .bind(body)
-        .bind(crewgraph_engine::now_ms())
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
+        save_result(&self.pool, thread_id, checkpoint_id, result).await
     }
 
     async fn get_writes(&self, thread_id: &str, checkpoint_id: Uuid) -> Result<Vec<TaskResult>, StorageError> {
-        let bodies: Vec<String> = sqlx::query_scalar(
-            "SELECT result FROM checkpoint_writes WHERE thread_id = $1 AND checkpoint_id = $2 ORDER BY created_at, task_id",
-        )
-        .bind(thread_id)
-        .bind(checkpoint_id.to_string())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
-        bodies.iter().map(|b| serde_json::from_str(b).map_err(json)).collect()
+        load_results(&self.pool, thread_id, checkpoint_id).await
     }
 
     async fn copy_thread(&self, from: &str, to: &str, up_to: Option<Uuid>) -> Result<(), StorageError> {
@@ -282,4 +261,4 @@ impl Checkpointer for SqliteStore {
 
 crate::runs_sql::impl_run_store!(crate::SqliteStore, sqlx::SqlitePool);
 
-crate::thread_sql::thread_statements!(sqlx::SqliteConnection, |id: uuid::Uuid| id.to_string());
+crate::thread_sql::thread_statements!(sqlx::SqlitePool, sqlx::SqliteConnection, |id: uuid::Uuid| id.to_string());

@@ -1,8 +1,49 @@
-//! Whole-thread maintenance (copy, delete, retention) written once for both
-//! SQL backends; each statement is portable SQL with placeholders in order.
+//! Task writes and whole-thread maintenance (copy, delete, retention) written
+//! once for both SQL backends; each statement is portable SQL with
+//! placeholders in order, only the pool type and how a checkpoint id is bound differ.
 
 macro_rules! thread_statements {
-    ($conn:ty, $bind_id:expr) => {
+    ($pool:ty, $conn:ty, $bind_id:expr) => {
+        /// Saves one finished task's result against the checkpoint its step started from.
+        pub(crate) async fn save_result(
+            pool: &$pool,
+            thread_id: &str,
+            checkpoint_id: uuid::Uuid,
+            result: &crewgraph_engine::TaskResult,
+        ) -> Result<(), crewgraph_engine::StorageError> {
+            let body = serde_json::to_string(result).map_err(crate::error::json)?;
+            sqlx::query(
+                "INSERT INTO checkpoint_writes (thread_id, checkpoint_id, task_id, result, created_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (thread_id, checkpoint_id, task_id) DO UPDATE SET result = excluded.result",
+            )
+            .bind(thread_id)
+            .bind($bind_id(checkpoint_id))
+            .bind(&result.task_id)
+            .bind(body)
+            .bind(crewgraph_engine::now_ms())
+            .execute(pool)
+            .await
+            .map_err(crate::error::db)?;
+            Ok(())
+        }
+
+        /// Task results saved against a checkpoint, in the order they finished.
+        pub(crate) async fn load_results(
+            pool: &$pool,
+            thread_id: &str,
+            checkpoint_id: uuid::Uuid,
+        ) -> Result<Vec<crewgraph_engine::TaskResult>, crewgraph_engine::StorageError> {
+            let bodies: Vec<String> = sqlx::query_scalar(
+                "SELECT result FROM checkpoint_writes WHERE thread_id = $1 AND checkpoint_id = $2 ORDER BY created_at, task_id",
+            )
+            .bind(thread_id)
+            .bind($bind_id(checkpoint_id))
+            .fetch_all(pool)
+            .await
+            .map_err(crate::error::db)?;
+            bodies.iter().map(|b| serde_json::from_str(b).map_err(crate::error::json)).collect()
+        }
+
         /// Copies `from`'s history up to checkpoint `up_to` (all of it when `None`) to `to`.
         pub(crate) async fn copy_rows(
             conn: &mut $conn,

@@ -208,7 +208,7 @@ impl Executor {
 
     async fn save(&self, ckpt: &Checkpoint, blobs: &[ChannelBlob]) -> Result<(), EngineError> {
         self.checkpointer.put(ckpt, blobs).await?;
-        let bytes: usize = blobs.iter().map(|b| b.blob.to_body().to_string().len()).sum();
+        let bytes: usize = blobs.iter().map(|b| b.blob.body_json().len()).sum();
         self.events.emit(
             self.event("checkpoint.saved", &ckpt.thread_id)
                 .step(ckpt.step)

@@ -53,7 +53,7 @@ impl Executor {
             let mut resume_value = None;
             let mut asked = None;
             match saved.get(&task_id) {
-                Some(r) if r.interrupt.is_none() => {
+                Some(r @ TaskResult { interrupt: None, .. }) => {
                     step.results[pos] = Some(r.clone());
                     self.events.emit(
                         self.event("node.skipped", thread_id)
@@ -63,8 +63,8 @@ impl Executor {
                     );
                     continue;
                 }
-                Some(r) => {
-                    let interrupt = r.interrupt.clone().unwrap_or_else(|| unreachable_interrupt(&task_id, &task.node));
+                Some(TaskResult { interrupt: Some(interrupt), .. }) => {
+                    let interrupt = interrupt.clone();
                     match resume.get(&interrupt.id) {
                         Some(d) => {
                             resume_value = Some(serde_json::to_value(d).unwrap_or(Value::Null));
@@ -224,7 +224,8 @@ impl Executor {
     ) -> Result<Checkpoint, EngineError> {
         let step = ckpt.step + 1;
         let mut versions = ckpt.versions.clone();
-        let mut writers: HashMap<&str, Vec<String>> = HashMap::new();
+        // The first writer of each `replace` channel, to name both if a second one writes.
+        let mut replaced: HashMap<&str, &TaskResult> = HashMap::new();
         let mut deltas: HashMap<String, Vec<Value>> = HashMap::new();
         let mut order: Vec<String> = Vec::new();
         for r in &results {
@@ -233,17 +234,19 @@ impl Executor {
                     .graph
                     .channel(channel)
                     .ok_or_else(|| EngineError::UnknownChannel { node: r.node.clone(), channel: channel.clone() })?;
-                let who = writers.entry(spec.name.as_str()).or_default();
-                let label = if r.index > 0 || ckpt.next.iter().filter(|t| t.node == r.node).count() > 1 {
-                    format!("`{}`[{}]", r.node, r.index)
-                } else {
-                    format!("`{}`", r.node)
-                };
-                who.push(label);
-                if spec.reducer == crate::Reducer::Replace && who.len() > 1 {
+                if spec.reducer == crate::Reducer::Replace
+                    && let Some(first) = replaced.insert(spec.name.as_str(), r)
+                {
+                    let label = |t: &TaskResult| {
+                        if t.index > 0 || ckpt.next.iter().filter(|n| n.node == t.node).count() > 1 {
+                            format!("`{}`[{}]", t.node, t.index)
+                        } else {
+                            format!("`{}`", t.node)
+                        }
+                    };
                     return Err(EngineError::ConflictingWrites {
                         channel: channel.clone(),
-                        writers: who.join(" and "),
+                        writers: format!("{} and {}", label(first), label(r)),
                     });
                 }
                 let cur = values.entry(channel.clone()).or_insert_with(|| spec.initial());
@@ -361,15 +364,4 @@ fn into_map(state: Arc<Value>) -> Map<String, Value> {
 fn panicked(node: &str) -> EngineError {
     // A panicking node fails its task, not the process.
     EngineError::Node { node: node.to_string(), message: "the node panicked".into() }
-}
-
-fn unreachable_interrupt(task_id: &str, node: &str) -> Interrupt {
-    Interrupt {
-        id: task_id.to_string(),
-        node: node.to_string(),
-        kind: InterruptKind::Node,
-        payload: Value::Null,
-        actions: vec![],
-        expires_in_s: None,
-    }
 }
