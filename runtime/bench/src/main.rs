@@ -8,8 +8,10 @@
 //! W5  crewgraph time per crew task beyond the model's HTTP round trips (scripted server).
 //! W6  token counting of a 100 KB prompt.
 //! W7  local embedding throughput (all-MiniLM-L6-v2, CPU).
+//! W8-W10 RAG memory: retrieval quality, search latency at 100k chunks, ingestion (see `rag`).
 
 mod llm_overhead;
+mod rag;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +32,9 @@ enum Workload {
     W5,
     W6,
     W7,
+    W8,
+    W9,
+    W10,
     All,
 }
 
@@ -54,6 +59,18 @@ struct Args {
     /// Steps of the W4 thread.
     #[arg(long, default_value_t = 10_000)]
     long_steps: usize,
+    /// Chunks stored for W9.
+    #[arg(long, default_value_t = 100_000)]
+    chunks: usize,
+    /// Queries timed for W9.
+    #[arg(long, default_value_t = 500)]
+    queries: usize,
+    /// SQLite file for W9 (default: in memory).
+    #[arg(long)]
+    store_path: Option<std::path::PathBuf>,
+    /// Megabytes of Markdown ingested by W10.
+    #[arg(long, default_value_t = 10.0)]
+    megabytes: f64,
 }
 
 fn linear_yaml() -> String {
@@ -264,6 +281,12 @@ async fn main() -> Result<()> {
     }
     if a.workload == Workload::W7 {
         return llm_overhead::w7(a.runs.min(512)).await;
+    }
+    match a.workload {
+        Workload::W8 => return rag::w8().await,
+        Workload::W9 => return rag::w9(a.chunks, a.queries, a.store_path.clone()).await,
+        Workload::W10 => return rag::w10(a.megabytes).await,
+        _ => {}
     }
     if a.database_url == "memory:" {
         // The engine alone, without storage round trips: the floor the database adds to.

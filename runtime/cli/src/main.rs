@@ -5,6 +5,7 @@
 mod approvals;
 mod context;
 mod graphs;
+mod memory;
 mod progress;
 mod run;
 mod threads;
@@ -40,6 +41,13 @@ enum Command {
     /// Thread history, fork, copy, delete, and checkpoint retention.
     #[command(subcommand)]
     Threads(threads::ThreadsCommand),
+    /// Add files and folders (text, Markdown, HTML, PDF) to a collection, with a progress bar.
+    Ingest(memory::IngestArgs),
+    /// Search a collection: scored chunks with their source.
+    Query(memory::QueryArgs),
+    /// List, prune and drop collections.
+    #[command(subcommand)]
+    Collections(memory::CollectionsCommand),
 }
 
 /// Exit status of a command that left its run waiting for a decision.
@@ -60,6 +68,9 @@ async fn main() -> ExitCode {
         Command::Approvals(c) => approvals::command(c).await,
         Command::Runs(c) => run::runs(c).await,
         Command::Threads(c) => threads::command(c).await,
+        Command::Ingest(a) => memory::ingest(a).await,
+        Command::Query(a) => memory::query(a).await,
+        Command::Collections(c) => memory::collections(c).await,
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -22,6 +22,34 @@ use crate::retry::RetryPolicy;
 use crate::tokens;
 use crate::types::{ChatRequest, ChatResponse, Message, ResponseFormat, Role, ToolCall, Usage};
 
+/// An async-openai client for the profile's server: its timeouts, and our
+/// retry policy (429, 5xx, timeouts; `Retry-After` honoured) as middleware.
+/// Shared by chat models and embedders.
+pub fn client(profile: &ModelProfile) -> Result<Client<OpenAIConfig>, LlmError> {
+    // One TLS stack (ring) for the whole binary; installing twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config_err = |message: String| LlmError::Config { profile: profile.name.clone(), message };
+    if !profile.timeout_s.is_finite() || profile.timeout_s <= 0.0 {
+        return Err(config_err("timeout_s must be positive".into()));
+    }
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs_f64(profile.timeout_s))
+        .connect_timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| config_err(format!("HTTP client: {e}")))?;
+    let policy = RetryPolicy::new(
+        profile.max_retries,
+        profile.backoff_ms,
+        profile.max_backoff_ms,
+        Duration::from_secs(profile.max_retry_after_s),
+    );
+    let service = tower::ServiceBuilder::new().retry(policy).service(ReqwestService::new(http));
+    let config = OpenAIConfig::new()
+        .with_api_base(profile.base_url())
+        .with_api_key(profile.api_key().unwrap_or_else(|| "no-key".into()));
+    Ok(Client::with_config(config).with_http_service(service))
+}
+
 pub struct OpenAiModel {
     profile: ModelProfile,
     client: Client<OpenAIConfig>,
@@ -30,28 +58,7 @@ pub struct OpenAiModel {
 
 impl OpenAiModel {
     pub fn new(profile: ModelProfile) -> Result<Self, LlmError> {
-        // One TLS stack (ring) for the whole binary; installing twice is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let config_err = |message: String| LlmError::Config { profile: profile.name.clone(), message };
-        if !profile.timeout_s.is_finite() || profile.timeout_s <= 0.0 {
-            return Err(config_err("timeout_s must be positive".into()));
-        }
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs_f64(profile.timeout_s))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| config_err(format!("HTTP client: {e}")))?;
-        let policy = RetryPolicy::new(
-            profile.max_retries,
-            profile.backoff_ms,
-            profile.max_backoff_ms,
-            Duration::from_secs(profile.max_retry_after_s),
-        );
-        let service = tower::ServiceBuilder::new().retry(policy).service(ReqwestService::new(http));
-        let config = OpenAIConfig::new()
-            .with_api_base(profile.base_url())
-            .with_api_key(profile.api_key().unwrap_or_else(|| "no-key".into()));
-        let client = Client::with_config(config).with_http_service(service);
+        let client = client(&profile)?;
         Ok(Self { limiter: RateLimiter::new(profile.max_rpm), profile, client })
     }
 

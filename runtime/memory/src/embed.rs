@@ -120,3 +120,47 @@ impl Embedder for LocalEmbedder {
         tokio::task::spawn_blocking(move || inner.embed(&texts)).await.map_err(|e| MemoryError::Embed(e.to_string()))?
     }
 }
+
+/// Feature hashing of words into a fixed number of dimensions: vectors that
+/// share words are close. It knows no synonyms, so it is no substitute for a
+/// model; it exists for deterministic tests and for demos with no model at
+/// hand (`CREWGRAPH_EMBEDDING_MODEL=hashing`).
+pub struct HashingEmbedder {
+    dimension: usize,
+    id: String,
+}
+
+impl HashingEmbedder {
+    pub fn new(dimension: usize) -> Self {
+        Self { dimension, id: format!("hashing-{dimension}") }
+    }
+}
+
+#[async_trait]
+impl Embedder for HashingEmbedder {
+    fn model_id(&self) -> &str {
+        &self.id
+    }
+
+    fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, MemoryError> {
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let mut v = vec![0.0f32; self.dimension];
+                for term in crate::bm25::terms(t) {
+                    let h = crate::sparse::term_id(&term) as usize;
+                    v[h % self.dimension] += if (h / self.dimension).is_multiple_of(2) { 1.0 } else { -1.0 };
+                }
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                if norm > 0.0 {
+                    v.iter_mut().for_each(|x| *x /= norm);
+                }
+                v
+            })
+            .collect())
+    }
+}

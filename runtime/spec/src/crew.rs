@@ -24,6 +24,7 @@ use crate::graph_file::GraphDef;
 use crate::nodes::agent::{AgentNode, AgentSpec};
 use crate::nodes::approval::ApprovalNode;
 use crate::nodes::builtin_tool;
+use crate::recall::Recall;
 use crate::template::{Expr, ValueTemplate};
 use crate::yaml::{Fields, Kind, Loc, Yaml};
 
@@ -35,6 +36,10 @@ pub(crate) struct Agent {
     tools: Vec<String>,
     max_iter: u32,
     max_rpm: Option<u32>,
+    /// `memory:` of the agent; the crew's when absent.
+    memory: Option<bool>,
+    /// Collections searched for every task of this agent, beside the crew's.
+    knowledge: Vec<String>,
 }
 
 pub(crate) struct Task {
@@ -105,7 +110,7 @@ fn default_model() -> Result<Arc<dyn ChatModel>, String> {
     crewgraph_llm::connect(&ModelProfile::new("default", &name)).map_err(|e| e.to_string())
 }
 
-pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
+pub fn compile(file: &str, root: &Yaml, registry: &crate::nodes::Registry) -> Result<GraphDef, SpecErrors> {
     let mut f = Fields::new(file, root, "the crew")?;
     let name = f.req_str("name")?.to_string();
     let description = f.opt_str("description")?.map(str::to_string);
@@ -164,7 +169,12 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
         for (k, v) in
             section.entries().ok_or_else(|| f.err(section, "`tools`: expected a mapping of tool name to tool"))?
         {
-            tools.insert(k.name.clone(), crate::http_tool::declare(file, &k.name, v, &BTreeSet::new())?);
+            let tool = if v.get("retrieve").is_some() {
+                crate::retrieve::declare_tool(file, &k.name, v, registry.memory())?
+            } else {
+                crate::http_tool::declare(file, &k.name, v, &BTreeSet::new())?
+            };
+            tools.insert(k.name.clone(), tool);
         }
     }
 
@@ -175,6 +185,8 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
     {
         agents.insert(k.name.clone(), read_agent(file, &k.name, v, &models, &tools, Dialect::Crew, &mut vec![])?);
     }
+    let memory = f.opt_bool("memory")?.unwrap_or(false);
+    let knowledge = read_knowledge(&mut f)?;
     let tasks_at = f.req("tasks")?;
     let mut tasks: Vec<Task> = Vec::new();
     for (k, v) in
@@ -187,7 +199,20 @@ pub fn compile(file: &str, root: &Yaml) -> Result<GraphDef, SpecErrors> {
     }
     f.finish()?;
 
-    let parts = Parts { name, description, inputs, typed_inputs, agents, tasks, tools, warnings: vec![], manager };
+    let parts = Parts {
+        name,
+        description,
+        inputs,
+        typed_inputs,
+        agents,
+        tasks,
+        tools,
+        warnings: vec![],
+        manager,
+        memory,
+        knowledge,
+        handle: registry.memory(),
+    };
     assemble(file, root.loc, parts)
 }
 
@@ -203,11 +228,42 @@ pub(crate) struct Parts {
     pub warnings: Vec<SpecError>,
     /// The manager's model, for `process: hierarchical`.
     pub manager: Option<Arc<dyn ChatModel>>,
+    /// Long-term memory for every agent that does not say otherwise.
+    pub memory: bool,
+    /// Collections searched for every task.
+    pub knowledge: Vec<String>,
+    /// Where knowledge and long-term memory are kept.
+    pub handle: crewgraph_memory::MemoryHandle,
+}
+
+/// `knowledge:` a collection name or a list of them.
+fn read_knowledge(f: &mut Fields<'_>) -> Result<Vec<String>, SpecError> {
+    let at = f.opt("knowledge");
+    let names = f.opt_strings("knowledge")?.unwrap_or_default();
+    for n in &names {
+        if let (Err(e), Some(at)) = (crewgraph_memory::store::check_collection_name(n), at) {
+            return Err(f.err(at, format!("`knowledge`: {e}")));
+        }
+    }
+    Ok(names)
 }
 
 /// Compiles a crew's parts into a graph.
 pub(crate) fn assemble(file: &str, root_loc: Loc, parts: Parts) -> Result<GraphDef, SpecErrors> {
-    let Parts { name, description, mut inputs, typed_inputs, agents, tasks, tools, warnings, manager } = parts;
+    let Parts {
+        name,
+        description,
+        mut inputs,
+        typed_inputs,
+        agents,
+        tasks,
+        tools,
+        warnings,
+        manager,
+        memory,
+        knowledge,
+        handle: memory_handle,
+    } = parts;
     // Check references and find each task's dependencies.
     let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
     let mut deps: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -324,6 +380,7 @@ pub(crate) fn assemble(file: &str, root_loc: Loc, parts: Parts) -> Result<GraphD
                 coworkers: vec![],
                 guardrail: None,
                 guardrail_max_retries: 0,
+                recall: None,
             });
             coworkers.push((a.role.clone(), Arc::new(coworker)));
         }
@@ -371,6 +428,11 @@ pub(crate) fn assemble(file: &str, root_loc: Loc, parts: Parts) -> Result<GraphD
                 .map(|g| compile_text(&interpolate(g, &mut BTreeSet::new()), t.loc))
                 .transpose()?,
             guardrail_max_retries: t.guardrail_max_retries,
+            recall: Some(Recall {
+                memory: memory_handle.clone(),
+                knowledge: knowledge.iter().chain(&agent.knowledge).cloned().collect(),
+                long_term: agent.memory.unwrap_or(memory).then(|| (name.clone(), t.agent.clone())),
+            }),
         };
         if let Some(model) = &manager {
             let roles: Vec<&str> = coworkers.iter().map(|(r, _)| r.as_str()).collect();
@@ -541,14 +603,12 @@ pub(crate) fn read_agent(
     let max_rpm = f.opt_u64("max_rpm")?.map(|r| r.min(u32::MAX as u64) as u32);
     let _ = f.opt_bool("allow_delegation")?;
     let _ = f.opt_bool("verbose")?;
-    if let Some(at) = f.opt("memory")
-        && at.kind == Kind::Bool(true)
-        && dialect == Dialect::Crew
-    {
-        return Err(f.err(at, "`memory: true` needs the memory store, which this version does not have yet"));
-    }
+    let (memory, knowledge) = match dialect {
+        Dialect::Crew => (f.opt_bool("memory")?, read_knowledge(&mut f)?),
+        Dialect::CrewAi => (None, vec![]),
+    };
     f.finish()?;
-    Ok(Agent { role, goal, backstory, model, tools: tool_names, max_iter, max_rpm })
+    Ok(Agent { role, goal, backstory, model, tools: tool_names, max_iter, max_rpm, memory, knowledge })
 }
 
 pub(crate) fn read_task(

@@ -67,6 +67,9 @@ pub fn load_project(dir: &Path) -> Result<GraphDef, SpecErrors> {
         tools,
         warnings,
         manager: None,
+        memory: false,
+        knowledge: vec![],
+        handle: crewgraph_memory::MemoryHandle::from_env(),
     };
     assemble(&tasks_file, Loc { line: 1, column: 1 }, parts)
 }

@@ -83,7 +83,7 @@ pub fn parse_graph(
 ) -> Result<GraphDef, SpecErrors> {
     let root = yaml::parse(file, text)?;
     if root.get("tasks").is_some() && root.get("nodes").is_none() {
-        return crate::crew::compile(file, &root);
+        return crate::crew::compile(file, &root, registry);
     }
     let mut f = Fields::new(file, &root, "the graph")?;
     let name = f.req_str("name")?.to_string();
@@ -120,7 +120,12 @@ pub fn parse_graph(
         let entries =
             section.entries().ok_or_else(|| f.err(section, "`tools`: expected a mapping of tool name to tool"))?;
         for (key, decl) in entries {
-            match crate::http_tool::declare(file, &key.name, decl, &channel_names) {
+            let declared = if decl.get("retrieve").is_some() {
+                crate::retrieve::declare_tool(file, &key.name, decl, registry.memory())
+            } else {
+                crate::http_tool::declare(file, &key.name, decl, &channel_names)
+            };
+            match declared {
                 Ok(t) => {
                     tools.insert(key.name.clone(), t);
                 }

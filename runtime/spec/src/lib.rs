@@ -14,6 +14,8 @@ pub mod graph_file;
 pub mod http_tool;
 pub mod models;
 pub mod nodes;
+pub mod recall;
+pub mod retrieve;
 pub mod template;
 pub mod yaml;
 

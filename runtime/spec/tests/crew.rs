@@ -213,3 +213,86 @@ async fn a_guardrail_sends_a_failing_answer_back_with_feedback() {
     assert!(last_user(&r[1]).starts_with("Requirement: The answer names the cause of tides."), "{}", last_user(&r[1]));
     assert!(last_user(&r[2]).contains("Feedback: say what causes them"), "{}", last_user(&r[2]));
 }
+
+async fn memory() -> crewgraph_memory::Memory {
+    let store = crewgraph_memory::EmbeddedStore::in_memory().await.unwrap();
+    crewgraph_memory::Memory::new(Arc::new(store), Arc::new(crewgraph_memory::HashingEmbedder::new(64)))
+}
+
+#[tokio::test]
+async fn knowledge_is_in_the_prompt_and_memory_is_recalled_in_the_next_run() {
+    let mem = memory().await;
+    mem.ingest(
+        "facts",
+        "default",
+        &crewgraph_memory::Document::new("tides.md", "# Tides\n\nTides follow the moon's gravity."),
+    )
+    .await
+    .unwrap();
+    let registry = Registry::builtin().with_memory(crewgraph_memory::MemoryHandle::fixed(mem.clone()));
+    let server = OpenAiServer::start(vec![Reply::text("Slogan: ride the moon"), Reply::text("Slogan: second")]).await;
+    let yaml = format!(
+        "name: slogans
+memory: true
+knowledge: [facts]
+models:
+  local: {{ base_url: \"{}\", model: scripted-model, stream: false, max_retries: 0 }}
+agents:
+  writer: {{ role: Writer, goal: Write slogans }}
+tasks:
+  slogan:
+    description: Write a slogan about {{topic}} tides.
+    expected_output: One line.
+    agent: writer
+",
+        server.base_url
+    );
+    let g = parse_graph("crew.yaml", &yaml, &registry, None, 0).unwrap_or_else(|e| panic!("{e}")).graph;
+    let (rt, _) = runtime();
+    let first = rt.start(g.clone(), topic("spring"), None, None, None).await.unwrap();
+    assert_eq!(first.status, RunStatus::Succeeded, "{}", first.error);
+    let prompt = last_user(&server.requests.lock().unwrap()[0]);
+    assert!(
+        prompt.contains("Relevant knowledge from `facts`:\n[tides.md] Tides follow the moon's gravity."),
+        "{prompt}"
+    );
+    assert!(!prompt.contains("earlier runs"), "nothing to recall yet: {prompt}");
+
+    let second = rt.start(g.clone(), topic("spring"), None, None, None).await.unwrap();
+    assert_eq!(second.status, RunStatus::Succeeded, "{}", second.error);
+    let prompt = last_user(&server.requests.lock().unwrap()[1]);
+    assert!(prompt.contains("What you produced in earlier runs"), "{prompt}");
+    assert!(prompt.contains("- for `slogan`: Slogan: ride the moon"), "{prompt}");
+    // Stored with who produced it, once per run and task.
+    let hits = mem
+        .search(crewgraph_spec::recall::MEMORY_COLLECTION, &crewgraph_memory::SearchRequest::new("slogan", 10))
+        .await
+        .unwrap();
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    assert!(hits.iter().all(|h| h.metadata["crew"] == "slogans" && h.metadata["agent"] == "writer"));
+    assert!(hits.iter().any(|h| h.metadata["run_id"] == json!(first.id)));
+}
+
+#[tokio::test]
+async fn a_missing_knowledge_collection_fails_the_task_clearly() {
+    let registry = Registry::builtin().with_memory(crewgraph_memory::MemoryHandle::fixed(memory().await));
+    let server = OpenAiServer::start(vec![Reply::text("unused")]).await;
+    let yaml = format!(
+        "name: k
+knowledge: nope
+models:
+  local: {{ base_url: \"{}\", model: scripted-model, stream: false, max_retries: 0 }}
+agents:
+  writer: {{ role: Writer, goal: Write }}
+tasks:
+  t: {{ description: Do it., expected_output: Done., agent: writer }}
+",
+        server.base_url
+    );
+    let g = parse_graph("crew.yaml", &yaml, &registry, None, 0).unwrap_or_else(|e| panic!("{e}")).graph;
+    let (rt, _) = runtime();
+    let run = rt.start(g, Map::new(), None, None, None).await.unwrap();
+    assert_eq!(run.status, RunStatus::Failed);
+    assert!(run.error.to_string().contains("knowledge collection `nope` does not exist"), "{}", run.error);
+    assert_eq!(server.request_count(), 0);
+}

@@ -54,6 +54,7 @@ pub struct AgentNode {
     /// A requirement the final answer is checked against (by the model), with retries.
     guardrail: Option<ValueTemplate>,
     guardrail_max_retries: u32,
+    recall: Option<crate::recall::Recall>,
 }
 
 /// How the loop ended: an answer, or a pause for a person.
@@ -136,6 +137,7 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
         coworkers: vec![],
         guardrail: None,
         guardrail_max_retries: 0,
+        recall: None,
     };
     Ok(BuiltNode::new(Arc::new(AgentNode::new(spec))))
 }
@@ -160,6 +162,8 @@ pub struct AgentSpec {
     pub coworkers: Vec<(String, Arc<AgentNode>)>,
     pub guardrail: Option<ValueTemplate>,
     pub guardrail_max_retries: u32,
+    /// Knowledge collections and long-term memory (crews).
+    pub recall: Option<crate::recall::Recall>,
 }
 
 impl AgentNode {
@@ -187,6 +191,7 @@ impl AgentNode {
             coworkers: s.coworkers,
             guardrail: s.guardrail,
             guardrail_max_retries: s.guardrail_max_retries,
+            recall: s.recall.filter(|r| !r.is_empty()),
         }
     }
 }
@@ -279,11 +284,15 @@ impl AgentNode {
         }
     }
 
-    fn opening(&self, ctx: &NodeContext) -> Result<Vec<Message>, NodeError> {
+    async fn opening(&self, ctx: &NodeContext) -> Result<Vec<Message>, NodeError> {
         let persona = self.persona(ctx)?;
         let scope = Scope::of_task(ctx);
         let render = |t: &ValueTemplate| t.render(&scope).map(text).map_err(NodeError::fatal);
         let mut task = render(&self.task)?;
+        if let Some(recall) = &self.recall {
+            let found = recall.context(ctx, &task).await?;
+            task.push_str(&found);
+        }
         if let Some(e) = &self.expected_output {
             task.push_str(&format!("\n\nExpected output: {}", render(e)?));
         }
@@ -415,6 +424,17 @@ impl AgentNode {
         Ok(NodeOutput::writes(writes))
     }
 
+    /// Finishes the task, then stores its result as long-term memory.
+    async fn complete(&self, ctx: &NodeContext, answer: String, p: &Progress) -> Result<NodeOutput, NodeError> {
+        let out = self.finish(ctx, answer, p).await?;
+        if let (Some(recall), NodeOutput::Writes { writes, .. }) = (&self.recall, &out)
+            && let Some(value) = writes.get(&self.into)
+        {
+            recall.remember(ctx, &self.into, &text(value.clone())).await;
+        }
+        Ok(out)
+    }
+
     /// The conversation as sent: fitted into the model's context window.
     fn fitted(&self, ctx: &NodeContext, messages: &[Message]) -> Vec<Message> {
         let profile = self.model.profile();
@@ -521,7 +541,7 @@ impl Node for AgentNode {
                 self.apply_decision(&ctx, &mut p, decision).await;
                 p
             }
-            _ => Progress { messages: self.opening(&ctx)?, ..Default::default() },
+            _ => Progress { messages: self.opening(&ctx).await?, ..Default::default() },
         };
         let mut checks = 0;
         loop {
@@ -531,10 +551,10 @@ impl Node for AgentNode {
             };
             let requirement = match &self.guardrail {
                 Some(g) => text(g.render(&Scope::of_task(&ctx)).map_err(NodeError::fatal)?),
-                None => return self.finish(&ctx, answer, &p).await,
+                None => return self.complete(&ctx, answer, &p).await,
             };
             let Some(feedback) = self.guardrail_feedback(&ctx, &requirement, &answer).await? else {
-                return self.finish(&ctx, answer, &p).await;
+                return self.complete(&ctx, answer, &p).await;
             };
             if checks >= self.guardrail_max_retries {
                 return Err(NodeError::fatal(format!(

@@ -51,6 +51,9 @@ impl BuiltNode {
 
 pub struct Registry {
     kinds: BTreeMap<String, NodeKind>,
+    /// The memory `retrieve` nodes and tools and crews with knowledge or
+    /// `memory: true` search; opened on first use.
+    memory: crewgraph_memory::MemoryHandle,
 }
 
 impl Default for Registry {
@@ -60,9 +63,9 @@ impl Default for Registry {
 }
 
 impl Registry {
-    /// The built-in kinds: `set`, `approval`, `map`, `subgraph`, `tool`, `llm`, `agent`.
+    /// The built-in kinds: `set`, `approval`, `map`, `subgraph`, `tool`, `llm`, `agent`, `retrieve`.
     pub fn builtin() -> Self {
-        let mut r = Registry { kinds: BTreeMap::new() };
+        let mut r = Registry { kinds: BTreeMap::new(), memory: crewgraph_memory::MemoryHandle::from_env() };
         r.register("set", set::build);
         r.register("approval", approval::build);
         r.register("map", map::build);
@@ -70,7 +73,18 @@ impl Registry {
         r.register("tool", tool::build);
         r.register("llm", llm::build);
         r.register("agent", agent::build);
+        r.register("retrieve", crate::retrieve::build);
         r
+    }
+
+    /// Uses `memory` instead of the one configured by the environment.
+    pub fn with_memory(mut self, memory: crewgraph_memory::MemoryHandle) -> Self {
+        self.memory = memory;
+        self
+    }
+
+    pub fn memory(&self) -> crewgraph_memory::MemoryHandle {
+        self.memory.clone()
     }
 
     pub fn register(&mut self, kind: &str, build: NodeKind) {
