@@ -109,3 +109,75 @@ async fn ingest_and_query_a_folder_of_markdown() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no collection named `missing`"), "{}", stderr(&out));
 }
+
+/// The OpenAI-compatible embedder: batched requests in input order, a 503
+/// retried, vectors normalised, and a collection made by it refusing the local model.
+#[tokio::test]
+async fn openai_compatible_embeddings_are_batched_retried_and_checked() {
+    use crewgraph_memory::{Document, EmbeddedStore, Embedder, HashingEmbedder, Memory, OpenAiEmbedder, SearchRequest};
+    use crewgraph_tests::openai_server::{OpenAiServer, Reply};
+    use serde_json::json;
+    use std::sync::Arc;
+
+    let vectors = |n: usize, offset: usize| Reply::Json {
+        status: 200,
+        // Out of order on purpose: the `index` field decides.
+        body: json!({"object": "list", "model": "emb", "data": (0..n).rev().map(|i| json!({
+            "object": "embedding", "index": i, "embedding": [3.0 * (i + offset) as f64 + 1.0, 4.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+        })).collect::<Vec<_>>()}),
+        headers: vec![],
+    };
+    let server =
+        OpenAiServer::start(vec![vectors(1, 0), Reply::error(503, Some("0")), vectors(2, 0), vectors(1, 7)]).await;
+    let mut profile = crewgraph_llm::ModelProfile::new("embeddings", "emb");
+    profile.base_url = Some(server.base_url.clone());
+    profile.backoff_ms = 10;
+    let embedder = OpenAiEmbedder::connect(&profile).await.unwrap();
+    assert_eq!((embedder.dimension(), embedder.model_id()), (8, "openai:emb"));
+
+    let store = Arc::new(EmbeddedStore::in_memory().await.unwrap());
+    let memory = Memory::new(store.clone(), Arc::new(embedder));
+    let doc = Document::new("a.md", "# One\n\nFirst section.\n\n# Two\n\nSecond section.");
+    assert_eq!(memory.ingest("remote", "default", &doc).await.unwrap().added, 2);
+    let requests = server.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 3, "the probe, the 503, and its retry with both chunks");
+    assert_eq!(requests[2]["input"].as_array().unwrap().len(), 2, "both chunks in one request");
+    assert_eq!(requests[2]["model"], "emb");
+    // The query is embedded by the same server; results come back with unit-length scoring.
+    let hits = memory.search("remote", &SearchRequest::new("section", 2)).await.unwrap();
+    assert_eq!(hits.len(), 2);
+    assert!(hits.iter().all(|h| h.similarity.unwrap() <= 1.0001));
+    // Another embedder on this collection is refused before anything is embedded.
+    let other = Memory::new(store, Arc::new(HashingEmbedder::new(8)));
+    let e = other.ingest("remote", "default", &Document::new("b.md", "text")).await.unwrap_err();
+    assert!(e.to_string().contains("was created with embedding model `openai:emb`"), "{e}");
+}
+
+/// graphs/rag-answer.yaml on the real model server: retrieval finds the
+/// section, the model answers from it.
+#[tokio::test]
+async fn rag_answer_graph_answers_from_the_ingested_folder() {
+    let Some(model) = model_dir() else { return };
+    let Ok(llm) = std::env::var("CREWGRAPH_LLM_URL") else {
+        eprintln!("skipped: CREWGRAPH_LLM_URL is not set (tests/run.sh starts llama.cpp's server and sets it)");
+        return;
+    };
+    let db = TestDb::new().await.unwrap();
+    let cli = Cli::new(&db.url).with_env("CREWGRAPH_EMBEDDING_MODEL_DIR", &model).with_env("OPENAI_BASE_URL", &llm);
+    copy_handbook(&cli);
+    let out = cli.run(&["ingest", "docs", "handbook"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = cli.run(&[
+        "run",
+        "graphs/rag-answer.yaml",
+        "--input",
+        "question=How many requests per minute may one API key make?",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let run: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let passages = run["output"]["passages"].as_array().unwrap();
+    assert!(passages.iter().any(|p| p["text"].as_str().unwrap().contains("600 requests per minute")), "{run}");
+    assert!(!run["output"]["answer"].as_str().unwrap().trim().is_empty(), "{run}");
+}

@@ -279,6 +279,48 @@ cargo test</code></pre><ul><li>one</li><li>two</li></ul></main></body></html>"#;
         assert!(!text.contains("menu") && !text.contains("var a"), "{text}");
     }
 
+    /// A one-page PDF with `text` in Helvetica, offsets and all.
+    fn tiny_pdf(text: &str) -> Vec<u8> {
+        let content = format!("BT /F1 12 Tf 72 720 Td ({text}) Tj ET");
+        let objects = [
+            "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
+            "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_string(),
+            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>".to_string(),
+            format!("<< /Length {} >>\nstream\n{content}\nendstream", content.len()),
+            "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_string(),
+        ];
+        let mut out = b"%PDF-1.4\n".to_vec();
+        let mut offsets = Vec::new();
+        for (i, o) in objects.iter().enumerate() {
+            offsets.push(out.len());
+            out.extend(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
+        }
+        let xref = out.len();
+        out.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+        for off in offsets {
+            out.extend(format!("{off:010} 00000 n \n").as_bytes());
+        }
+        out.extend(
+            format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes(),
+        );
+        out
+    }
+
+    #[test]
+    fn pdf_text_is_extracted() {
+        let dir = std::env::temp_dir().join(format!("crewgraph-pdf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("refunds.pdf");
+        std::fs::write(&path, tiny_pdf("Refunds are paid within ten days.")).unwrap();
+        let doc = read_document(&path).unwrap();
+        assert!(doc.text.contains("Refunds are paid within ten days."), "{:?}", doc.text);
+        assert_eq!(doc.metadata["format"], "pdf");
+        let blank = dir.join("blank.pdf");
+        std::fs::write(&blank, tiny_pdf("")).unwrap();
+        assert!(read_document(&blank).unwrap_err().to_string().contains("no extractable text"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn entities_decode() {
         assert_eq!(decode_entities("a &lt;b&gt; &#39;c&#x27; &unknown; & d"), "a <b> 'c' &unknown; & d");
