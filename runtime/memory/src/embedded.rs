@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use crate::bm25;
 use crate::error::MemoryError;
+use crate::fusion::cosine;
 use crate::store::{
     CollectionInfo, Filter, Hit, Record, SourceChange, VectorStore, check_collection_name, check_dimension,
 };
@@ -201,6 +202,10 @@ fn bind_value<'q>(
     }
 }
 
+fn info_from_row(r: &SqliteRow) -> CollectionInfo {
+    CollectionInfo { name: r.get("name"), dimension: r.get::<i64, _>("dimension") as usize, model: r.get("model") }
+}
+
 fn hit_from_row(row: &SqliteRow, score: f32) -> Result<Hit, MemoryError> {
     let err = |e: sqlx::Error| MemoryError::store(BACKEND, e);
     let point_id: String = row.try_get("point_id").map_err(err)?;
@@ -217,16 +222,6 @@ fn hit_from_row(row: &SqliteRow, score: f32) -> Result<Hit, MemoryError> {
         score,
         vector: blob_f32(&embedding),
     })
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
-    for (x, y) in a.iter().zip(b) {
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na.sqrt() * nb.sqrt()) }
 }
 
 impl EmbeddedStore {
@@ -322,16 +317,7 @@ impl EmbeddedStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| MemoryError::store(BACKEND, e))?;
-        Ok(row.map(|r| {
-            (
-                Tables { id: r.get("id") },
-                CollectionInfo {
-                    name: r.get("name"),
-                    dimension: r.get::<i64, _>("dimension") as usize,
-                    model: r.get("model"),
-                },
-            )
-        }))
+        Ok(row.map(|r| (Tables { id: r.get("id") }, info_from_row(&r))))
     }
 
     async fn require(&self, name: &str) -> Result<(Tables, CollectionInfo), MemoryError> {
@@ -477,32 +463,14 @@ impl VectorStore for EmbeddedStore {
         .execute(&mut *tx)
         .await
         .map_err(err)?;
-        let row = sqlx::query("SELECT id, dimension, model FROM memory_collections WHERE name = ?")
+        let row = sqlx::query("SELECT id, name, dimension, model FROM memory_collections WHERE name = ?")
             .bind(name)
             .fetch_one(&mut *tx)
             .await
             .map_err(err)?;
         let tables = Tables { id: row.get("id") };
-        let info = CollectionInfo {
-            name: name.to_string(),
-            dimension: row.get::<i64, _>("dimension") as usize,
-            model: row.get("model"),
-        };
-        if info.model != model {
-            return Err(MemoryError::ModelMismatch {
-                collection: name.to_string(),
-                existing: info.model,
-                requested: model.to_string(),
-            });
-        }
-        if info.dimension != dimension {
-            return Err(MemoryError::Dimension {
-                collection: name.to_string(),
-                expected: info.dimension,
-                got: dimension,
-                model: info.model,
-            });
-        }
+        let info = info_from_row(&row);
+        info.check_fits(dimension, model)?;
         sqlx::query(AssertSqlSafe(format!(
             "CREATE VIRTUAL TABLE IF NOT EXISTS {} USING fts5(text, title, tenant UNINDEXED, tokenize = 'porter unicode61')",
             tables.fts()
@@ -523,14 +491,7 @@ impl VectorStore for EmbeddedStore {
             .fetch_all(&self.pool)
             .await
             .map_err(|e| MemoryError::store(BACKEND, e))?;
-        Ok(rows
-            .iter()
-            .map(|r| CollectionInfo {
-                name: r.get("name"),
-                dimension: r.get::<i64, _>("dimension") as usize,
-                model: r.get("model"),
-            })
-            .collect())
+        Ok(rows.iter().map(info_from_row).collect())
     }
 
     async fn drop_collection(&self, name: &str) -> Result<bool, MemoryError> {

@@ -18,7 +18,8 @@ pub fn reciprocal_rank_fusion<T: Clone + Eq + Hash + Ord>(lists: &[Vec<T>], k: f
     fused
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
+/// Cosine similarity; 0 for a zero vector.
+pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
     let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();

@@ -177,6 +177,32 @@ impl QdrantStore {
         Ok(())
     }
 
+    /// The points nearest to `input` in the named vector, with payload and vectors.
+    async fn nearest(
+        &self,
+        collection: &str,
+        input: VectorInput,
+        using: &str,
+        tenant: &str,
+        filter: &Filter,
+        limit: usize,
+    ) -> Result<Vec<Hit>, MemoryError> {
+        let response = self
+            .client
+            .query(
+                QueryPointsBuilder::new(collection)
+                    .query(q::Query::new_nearest(input))
+                    .using(using)
+                    .filter(conditions(tenant, filter)?)
+                    .limit(limit as u64)
+                    .with_payload(true)
+                    .with_vectors(true),
+            )
+            .await
+            .map_err(err)?;
+        Ok(response.result.into_iter().filter_map(|p| hit(p.id.as_ref(), p.payload, p.vectors, p.score)).collect())
+    }
+
     async fn require(&self, name: &str) -> Result<CollectionInfo, MemoryError> {
         self.collection(name).await?.ok_or_else(|| MemoryError::NoCollection(name.to_string()))
     }
@@ -229,21 +255,7 @@ impl VectorStore for QdrantStore {
             }
         }
         let info = self.require(name).await?;
-        if info.model != model {
-            return Err(MemoryError::ModelMismatch {
-                collection: name.to_string(),
-                existing: info.model,
-                requested: model.to_string(),
-            });
-        }
-        if info.dimension != dimension {
-            return Err(MemoryError::Dimension {
-                collection: name.to_string(),
-                expected: info.dimension,
-                got: dimension,
-                model: info.model,
-            });
-        }
+        info.check_fits(dimension, model)?;
         Ok(info)
     }
 
@@ -379,20 +391,7 @@ impl VectorStore for QdrantStore {
     ) -> Result<Vec<Hit>, MemoryError> {
         let info = self.require(collection).await?;
         check_dimension(&info, vector)?;
-        let response = self
-            .client
-            .query(
-                QueryPointsBuilder::new(collection)
-                    .query(q::Query::new_nearest(VectorInput::new_dense(vector.to_vec())))
-                    .using(DENSE)
-                    .filter(conditions(tenant, filter)?)
-                    .limit(limit as u64)
-                    .with_payload(true)
-                    .with_vectors(true),
-            )
-            .await
-            .map_err(err)?;
-        Ok(response.result.into_iter().filter_map(|p| hit(p.id.as_ref(), p.payload, p.vectors, p.score)).collect())
+        self.nearest(collection, VectorInput::new_dense(vector.to_vec()), DENSE, tenant, filter, limit).await
     }
 
     async fn lexical(
@@ -408,19 +407,6 @@ impl VectorStore for QdrantStore {
         if terms.is_empty() || limit == 0 {
             return Ok(vec![]);
         }
-        let response = self
-            .client
-            .query(
-                QueryPointsBuilder::new(collection)
-                    .query(q::Query::new_nearest(VectorInput::from(terms.as_slice())))
-                    .using(SPARSE)
-                    .filter(conditions(tenant, filter)?)
-                    .limit(limit as u64)
-                    .with_payload(true)
-                    .with_vectors(true),
-            )
-            .await
-            .map_err(err)?;
-        Ok(response.result.into_iter().filter_map(|p| hit(p.id.as_ref(), p.payload, p.vectors, p.score)).collect())
+        self.nearest(collection, VectorInput::from(terms.as_slice()), SPARSE, tenant, filter, limit).await
     }
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::chunk::{ChunkOptions, chunk_text};
 use crate::embed::Embedder;
 use crate::error::MemoryError;
-use crate::fusion::{mmr, reciprocal_rank_fusion};
+use crate::fusion::{cosine, mmr, reciprocal_rank_fusion};
 use crate::ingest::Document;
 use crate::store::{CollectionInfo, DEFAULT_TENANT, Filter, Hit, Record, SourceChange, VectorStore};
 
@@ -127,16 +127,6 @@ pub struct Memory {
     chunking: ChunkOptions,
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let (mut dot, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
-    for (x, y) in a.iter().zip(b) {
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na.sqrt() * nb.sqrt()) }
-}
-
 /// What is embedded for a chunk: its heading path gives the passage the
 /// context a reader has (a section named "Overriding dependencies" says what
 /// a bare `[patch]` example is about).
@@ -171,13 +161,7 @@ impl Memory {
     /// An existing collection, checked against this embedder.
     async fn existing(&self, name: &str) -> Result<CollectionInfo, MemoryError> {
         let info = self.store.collection(name).await?.ok_or_else(|| MemoryError::NoCollection(name.to_string()))?;
-        if info.model != self.embedder.model_id() {
-            return Err(MemoryError::ModelMismatch {
-                collection: info.name,
-                existing: info.model,
-                requested: self.embedder.model_id().to_string(),
-            });
-        }
+        info.check_fits(self.embedder.dimension(), self.embedder.model_id())?;
         Ok(info)
     }
 

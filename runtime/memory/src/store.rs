@@ -26,6 +26,29 @@ pub struct CollectionInfo {
     pub model: String,
 }
 
+impl CollectionInfo {
+    /// Refuses a collection made by another embedding model or of another
+    /// dimension: their vectors do not compare.
+    pub fn check_fits(&self, dimension: usize, model: &str) -> Result<(), MemoryError> {
+        if self.model != model {
+            return Err(MemoryError::ModelMismatch {
+                collection: self.name.clone(),
+                existing: self.model.clone(),
+                requested: model.to_string(),
+            });
+        }
+        if self.dimension != dimension {
+            return Err(MemoryError::Dimension {
+                collection: self.name.clone(),
+                expected: self.dimension,
+                got: dimension,
+                model: self.model.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// One chunk as stored. `vector: None` keeps the vector already stored under
 /// the same id (the text is unchanged, so re-embedding it would be waste).
 #[derive(Debug, Clone, PartialEq)]
