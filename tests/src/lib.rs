@@ -2,6 +2,7 @@
 //! private Redis servers, and a runner for the real `crewgraph` binary.
 
 pub mod openai_server;
+pub mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

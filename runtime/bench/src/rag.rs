@@ -16,8 +16,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use crewgraph_memory::{
-    Document, EmbeddedStore, Embedder, Filter, LocalEmbedder, Memory, Record, SearchMode, SearchRequest, VectorStore,
-    default_model_dir, ingest::html_text,
+    Document, EmbeddedStore, Embedder, Filter, Fusion, LocalEmbedder, Memory, Record, SearchMode, SearchRequest,
+    VectorStore, default_model_dir, ingest::html_text,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -84,11 +84,23 @@ pub async fn w8() -> Result<()> {
     let ingest_s = started.elapsed().as_secs_f64();
     let chunks = store.count("cargo-book", None).await?;
     let mut recall = serde_json::Map::new();
-    for (name, mode) in [("dense", SearchMode::Dense), ("sparse", SearchMode::Sparse), ("hybrid", SearchMode::Hybrid)] {
+    let variants: Vec<(String, SearchRequest)> = [
+        ("dense".to_string(), SearchMode::Dense, Fusion::Rrf, 0.5),
+        ("sparse".to_string(), SearchMode::Sparse, Fusion::Rrf, 0.5),
+        ("hybrid".to_string(), SearchMode::Hybrid, Fusion::Rrf, 0.5),
+    ]
+    .into_iter()
+    .chain(
+        [0.3f32, 0.4, 0.5, 0.6, 0.7].map(|a| (format!("hybrid_relative_{a}"), SearchMode::Hybrid, Fusion::Relative, a)),
+    )
+    .map(|(name, mode, fusion, alpha)| (name, SearchRequest { mode, fusion, alpha, ..SearchRequest::new("", 5) }))
+    .collect();
+    for (name, template) in variants {
         let mut found = 0;
         let mut missed = Vec::new();
         for q in &questions {
-            let hits = memory.search("cargo-book", &SearchRequest { mode, ..SearchRequest::new(&q.q, 5) }).await?;
+            let request = SearchRequest { query: q.q.clone(), ..template.clone() };
+            let hits = memory.search("cargo-book", &request).await?;
             if hits.iter().any(|h| h.source.ends_with(&q.page) && h.text.contains(&q.answer)) {
                 found += 1;
             } else {

@@ -8,6 +8,7 @@ mod graphs;
 mod memory;
 mod progress;
 mod run;
+mod serve;
 mod threads;
 
 use std::process::ExitCode;
@@ -24,6 +25,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The HTTP API and workers (`--no-workers` for the API alone).
+    Serve(serve::ServeArgs),
+    /// Workers only: execute queued runs.
+    Worker(serve::WorkerArgs),
+    /// API keys for tenants.
+    #[command(subcommand)]
+    Keys(serve::KeysCommand),
     /// Run a graph by name or file, streaming progress; asks at approval steps.
     Run(run::RunArgs),
     /// Check definition files; prints every error with file:line:column.
@@ -61,6 +69,9 @@ async fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(a) => serve::serve(a).await,
+        Command::Worker(a) => serve::worker(a).await,
+        Command::Keys(c) => serve::keys(c).await,
         Command::Run(a) => run::run(a).await,
         Command::Validate(a) => graphs::validate(a),
         Command::Graph(a) => graphs::graph(a),

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use crewgraph_memory::{DEFAULT_TENANT, Filter, Memory, SearchMode, SearchRequest, collect_files, read_document};
+use crewgraph_memory::{
+    DEFAULT_TENANT, Filter, Fusion, Memory, SearchMode, SearchRequest, collect_files, read_document,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::context::print_json;
@@ -36,6 +38,12 @@ pub enum Mode {
     Sparse,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FusionArg {
+    Rrf,
+    Relative,
+}
+
 #[derive(Args)]
 pub struct QueryArgs {
     pub collection: String,
@@ -58,6 +66,12 @@ pub struct QueryArgs {
     /// Most tokens the results may hold together.
     #[arg(long)]
     pub token_budget: Option<usize>,
+    /// How hybrid search combines its lists: reciprocal ranks or normalised scores.
+    #[arg(long, value_enum, default_value_t = FusionArg::Rrf)]
+    pub fusion: FusionArg,
+    /// Weight of the dense side in relative fusion (0.0 lexical only, 1.0 dense only).
+    #[arg(long, default_value_t = 0.5)]
+    pub alpha: f32,
     /// Print the results as a JSON array (source, text, score, ...).
     #[arg(long)]
     pub json: bool,
@@ -164,8 +178,6 @@ pub async fn query(a: QueryArgs) -> Result<u8> {
     };
     let memory = open().await?;
     let request = SearchRequest {
-        query: a.text.clone(),
-        top_k: a.top_k,
         tenant: a.tenant.clone(),
         filter,
         mode: match a.mode {
@@ -176,6 +188,12 @@ pub async fn query(a: QueryArgs) -> Result<u8> {
         score_threshold: a.threshold,
         mmr_lambda: a.mmr,
         token_budget: a.token_budget,
+        fusion: match a.fusion {
+            FusionArg::Rrf => Fusion::Rrf,
+            FusionArg::Relative => Fusion::Relative,
+        },
+        alpha: a.alpha,
+        ..SearchRequest::new(a.text.clone(), a.top_k)
     };
     let results = memory.search(&a.collection, &request).await?;
     if a.json {

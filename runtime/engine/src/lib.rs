@@ -33,7 +33,7 @@ pub use graph::{END, Edge, Graph, GraphBuilder, Limits, NodeSpec, StructureError
 pub use memory::MemoryStore;
 pub use node::{Node, NodeContext, NodeOutput};
 pub use retry::RetryPolicy;
-pub use runs::{Approval, ApprovalStatus, Decision, DecisionAction, Run, RunStatus, RunStore};
+pub use runs::{Approval, ApprovalStatus, DEFAULT_TENANT, Decision, DecisionAction, Run, RunStatus, RunStore};
 pub use runtime::Runtime;
 pub use state::State;
 pub use task::{Interrupt, InterruptKind, TaskResult, TaskSpec};

@@ -50,6 +50,9 @@ impl RunStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Run {
     pub id: String,
+    /// The owner: every API query is scoped by it.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
     pub graph: String,
     pub thread_id: String,
     pub status: RunStatus,
@@ -69,6 +72,7 @@ impl Run {
         let now = crate::now_ms();
         Self {
             id: uuid::Uuid::now_v7().to_string(),
+            tenant: default_tenant(),
             graph: graph.to_string(),
             thread_id: thread_id.to_string(),
             status: RunStatus::Queued,
@@ -81,6 +85,13 @@ impl Run {
             updated_at: now,
         }
     }
+}
+
+/// The tenant of runs made without one (the CLI, the embedded default).
+pub const DEFAULT_TENANT: &str = "default";
+
+fn default_tenant() -> String {
+    DEFAULT_TENANT.to_string()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -28,5 +28,5 @@ pub use fusion::{mmr, reciprocal_rank_fusion};
 pub use ingest::{Document, collect_files, read_document};
 pub use openai_embed::OpenAiEmbedder;
 pub use qdrant::QdrantStore;
-pub use retrieve::{Memory, Prepared, ScoredChunk, SearchMode, SearchRequest};
+pub use retrieve::{Fusion, Memory, Prepared, ScoredChunk, SearchMode, SearchRequest};
 pub use store::{CollectionInfo, DEFAULT_TENANT, Filter, Hit, Record, SourceChange, VectorStore};

@@ -56,6 +56,11 @@ pub struct SearchRequest {
     pub filter: Filter,
     #[serde(default)]
     pub mode: SearchMode,
+    #[serde(default)]
+    pub fusion: Fusion,
+    /// Weight of the dense side in relative fusion (0.0 lexical only, 1.0 dense only).
+    #[serde(default = "default_alpha")]
+    pub alpha: f32,
     /// Least cosine similarity between query and chunk; chunks below it are dropped.
     #[serde(default)]
     pub score_threshold: Option<f32>,
@@ -75,11 +80,29 @@ impl SearchRequest {
             tenant: default_tenant(),
             filter: Filter::default(),
             mode: SearchMode::Hybrid,
+            fusion: Fusion::default(),
+            alpha: default_alpha(),
             score_threshold: None,
             mmr_lambda: None,
             token_budget: None,
         }
     }
+}
+
+/// How hybrid search combines its dense and lexical lists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fusion {
+    /// Reciprocal rank fusion (k = 60): ranks only, no tuning.
+    #[default]
+    Rrf,
+    /// Relative score fusion (Weaviate's `relativeScoreFusion`): each side's
+    /// scores min-max normalised over the candidates, weighted by `alpha`.
+    Relative,
+}
+
+fn default_alpha() -> f32 {
+    0.5
 }
 
 /// One result. `score` is the fused score for hybrid search (1.0 means first
@@ -268,15 +291,18 @@ impl Memory {
         let mut ranked: Vec<(Hit, f32)> = match req.mode {
             SearchMode::Dense => dense.into_iter().map(|h| (h.clone(), h.score)).collect(),
             SearchMode::Sparse => lexical.into_iter().map(|h| (h.clone(), h.score)).collect(),
-            SearchMode::Hybrid => {
-                let lists = [dense.iter().map(|h| h.id).collect(), lexical.iter().map(|h| h.id).collect()];
-                let best = 2.0 / (RRF_K + 1.0);
-                let mut by_id: HashMap<Uuid, Hit> = dense.into_iter().chain(lexical).map(|h| (h.id, h)).collect();
-                reciprocal_rank_fusion(&lists, RRF_K)
-                    .into_iter()
-                    .filter_map(|(id, s)| by_id.remove(&id).map(|h| (h, s / best)))
-                    .collect()
-            }
+            SearchMode::Hybrid => match (req.fusion, &query_vector) {
+                (Fusion::Relative, Some(q)) => relative_fusion(q, dense, lexical, req.alpha.clamp(0.0, 1.0)),
+                _ => {
+                    let lists = [dense.iter().map(|h| h.id).collect(), lexical.iter().map(|h| h.id).collect()];
+                    let best = 2.0 / (RRF_K + 1.0);
+                    let mut by_id: HashMap<Uuid, Hit> = dense.into_iter().chain(lexical).map(|h| (h.id, h)).collect();
+                    reciprocal_rank_fusion(&lists, RRF_K)
+                        .into_iter()
+                        .filter_map(|(id, s)| by_id.remove(&id).map(|h| (h, s / best)))
+                        .collect()
+                }
+            },
         };
         let similarity = |h: &Hit| query_vector.as_ref().map(|q| cosine(q, &h.vector));
         if let Some(threshold) = req.score_threshold {
@@ -314,5 +340,75 @@ impl Memory {
             });
         }
         Ok(out)
+    }
+}
+
+/// Relative score fusion over the union of both lists. Every candidate carries
+/// its vector, so the dense side is its cosine to the query (not only the
+/// dense list's); the lexical side is BM25, 0 for a chunk the lexical list
+/// did not return. Each side is min-max normalised, so 1.0 = best on both.
+fn relative_fusion(query: &[f32], dense: Vec<Hit>, lexical: Vec<Hit>, alpha: f32) -> Vec<(Hit, f32)> {
+    let lexical_scores: HashMap<Uuid, f32> = lexical.iter().map(|h| (h.id, h.score)).collect();
+    let mut union: HashMap<Uuid, Hit> = HashMap::new();
+    for h in dense.into_iter().chain(lexical) {
+        union.entry(h.id).or_insert(h);
+    }
+    let candidates: Vec<(Hit, f32, f32)> = union
+        .into_values()
+        .map(|h| {
+            let lex = lexical_scores.get(&h.id).copied().unwrap_or(0.0);
+            let cos = cosine(query, &h.vector);
+            (h, cos, lex)
+        })
+        .collect();
+    let span = |xs: &mut dyn Iterator<Item = f32>| {
+        xs.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)))
+    };
+    let (dlo, dhi) = span(&mut candidates.iter().map(|c| c.1));
+    let (llo, lhi) = span(&mut candidates.iter().map(|c| c.2));
+    let norm = |x: f32, lo: f32, hi: f32| if hi > lo { (x - lo) / (hi - lo) } else { 1.0 };
+    let mut ranked: Vec<(Hit, f32)> = candidates
+        .into_iter()
+        .map(|(h, d, l)| {
+            let s = alpha * norm(d, dlo, dhi) + (1.0 - alpha) * norm(l, llo.min(0.0), lhi);
+            (h, s)
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.id.cmp(&b.0.id)));
+    ranked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hit(n: u128, score: f32, vector: [f32; 2]) -> Hit {
+        Hit {
+            id: Uuid::from_u128(n),
+            source: format!("s{n}"),
+            title: String::new(),
+            position: 0,
+            tokens: 1,
+            text: String::new(),
+            metadata: Map::new(),
+            score,
+            vector: vector.to_vec(),
+        }
+    }
+
+    #[test]
+    fn relative_fusion_weighs_both_sides_over_the_union() {
+        let query = [1.0, 0.0];
+        // 1: best vector, no lexical match; 2: strong on both; 3: best lexical, poor vector.
+        let dense = vec![hit(1, 1.0, [1.0, 0.0]), hit(2, 0.8, [0.8, 0.6])];
+        let lexical = vec![hit(3, 9.0, [0.0, 1.0]), hit(2, 8.0, [0.8, 0.6])];
+        let order = |alpha| -> Vec<u128> {
+            relative_fusion(&query, dense.clone(), lexical.clone(), alpha).iter().map(|(h, _)| h.id.as_u128()).collect()
+        };
+        assert_eq!(order(0.5), vec![2, 1, 3]);
+        assert_eq!(order(1.0), vec![1, 2, 3]);
+        assert_eq!(order(0.0), vec![3, 2, 1]);
+        let best = relative_fusion(&query, dense.clone(), lexical.clone(), 0.5)[0].1;
+        assert!(best <= 1.0 && best > 0.8, "{best}");
     }
 }

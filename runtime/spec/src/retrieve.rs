@@ -85,14 +85,13 @@ impl Settings {
 
     fn request(&self, query: String, tenant: String, top_k: Option<usize>) -> SearchRequest {
         SearchRequest {
-            query,
-            top_k: top_k.unwrap_or(self.top_k),
             tenant,
             filter: self.filter.clone(),
             mode: self.mode,
             score_threshold: self.score_threshold,
             mmr_lambda: self.mmr,
             token_budget: self.token_budget,
+            ..SearchRequest::new(query, top_k.unwrap_or(self.top_k))
         }
     }
 

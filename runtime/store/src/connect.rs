@@ -8,6 +8,7 @@ use crewgraph_engine::{Checkpointer, RunStore};
 use crate::error::StoreError;
 use crate::postgres::PgStore;
 use crate::redis::{HotCheckpointer, RedisCache};
+use crate::service::{EventLog, KeyStore, RunQueue};
 use crate::sqlite::SqliteStore;
 
 /// The embedded default: a SQLite file in `.crewgraph/` of the working directory.
@@ -20,7 +21,12 @@ pub fn default_database_url() -> String {
 pub struct Store {
     pub checkpointer: Arc<dyn Checkpointer>,
     pub runs: Arc<dyn RunStore>,
+    pub queue: Arc<dyn RunQueue>,
+    pub events: Arc<dyn EventLog>,
+    pub keys: Arc<dyn KeyStore>,
     pub backend: &'static str,
+    /// Where it connected (Postgres workers LISTEN there for new runs).
+    pub database_url: String,
     pub redis: Option<RedisCache>,
 }
 
@@ -28,17 +34,25 @@ impl Store {
     /// Connects to `database_url`, applies migrations, and puts the Redis hot
     /// tier in front when `redis_url` is given.
     pub async fn open(database_url: &str, redis_url: Option<&str>, redis_prefix: &str) -> Result<Self, StoreError> {
-        let (checkpointer, runs, backend): (Arc<dyn Checkpointer>, Arc<dyn RunStore>, _) =
+        type Opened = (
+            Arc<dyn Checkpointer>,
+            Arc<dyn RunStore>,
+            Arc<dyn RunQueue>,
+            Arc<dyn EventLog>,
+            Arc<dyn KeyStore>,
+            &'static str,
+        );
+        let (checkpointer, runs, queue, events, keys, backend): Opened =
             if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
                 let pg = PgStore::connect(database_url, 32).await?;
                 pg.migrate().await?;
                 let pg = Arc::new(pg);
-                (pg.clone(), pg, "postgres")
+                (pg.clone(), pg.clone(), pg.clone(), pg.clone(), pg, "postgres")
             } else if database_url.starts_with("sqlite:") {
                 let lite = SqliteStore::connect(database_url).await?;
                 lite.migrate().await?;
                 let lite = Arc::new(lite);
-                (lite.clone(), lite, "sqlite")
+                (lite.clone(), lite.clone(), lite.clone(), lite.clone(), lite, "sqlite")
             } else {
                 return Err(StoreError::UnsupportedUrl(database_url.to_string()));
             };
@@ -50,7 +64,7 @@ impl Store {
             }
             None => (checkpointer, None),
         };
-        Ok(Self { checkpointer, runs, backend, redis })
+        Ok(Self { checkpointer, runs, queue, events, keys, backend, database_url: database_url.to_string(), redis })
     }
 
     /// Applies migrations only.

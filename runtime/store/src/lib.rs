@@ -11,6 +11,8 @@ pub mod error;
 pub mod postgres;
 pub mod redis;
 mod runs_sql;
+pub mod service;
+mod service_sql;
 pub mod sqlite;
 mod thread_sql;
 
@@ -19,4 +21,8 @@ pub use crewgraph_engine::MemoryStore;
 pub use error::StoreError;
 pub use postgres::PgStore;
 pub use redis::{HotCheckpointer, RedisCache};
+pub use service::{
+    ApiKey, ApprovalQuery, EventLog, Heartbeat, KeyStore, Lease, Multitask, QueueStats, RunQuery, RunQueue,
+    StoredEvent, Submission, Submitted,
+};
 pub use sqlite::SqliteStore;

@@ -275,3 +275,13 @@ impl Checkpointer for PgStore {
 crate::runs_sql::impl_run_store!(crate::PgStore, sqlx::PgPool);
 
 crate::thread_sql::thread_statements!(sqlx::PgPool, sqlx::PgConnection, |id: uuid::Uuid| id);
+crate::service_sql::impl_service!(
+    crate::PgStore,
+    sqlx::PgPool,
+    begin: "BEGIN",
+    // Submissions to one thread queue behind each other until commit.
+    thread_lock: "SELECT pg_advisory_xact_lock(hashtext($1))",
+    skip_locked: "FOR UPDATE SKIP LOCKED",
+    // Delivered at commit to every `crewgraph worker` listening.
+    notify: "SELECT pg_notify('crewgraph_runs', $1)",
+);

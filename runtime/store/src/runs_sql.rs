@@ -4,7 +4,7 @@
 
 macro_rules! impl_run_store {
     ($store:ty, $pool:ty) => {
-        mod run_store_impl {
+        pub(crate) mod run_store_impl {
             use async_trait::async_trait;
             use crewgraph_engine::{Approval, ApprovalStatus, Decision, Run, RunStatus, RunStore, StorageError};
             use serde_json::Value;
@@ -13,11 +13,11 @@ macro_rules! impl_run_store {
 
             use crate::error::db;
 
-            const RUN_COLUMNS: &str =
-                "id, graph, thread_id, status, input, output, error, usage, definition, created_at, updated_at";
-            const APPROVAL_COLUMNS: &str = "id, run_id, thread_id, interrupt_id, node, payload, actions, status, decision, created_at, decided_at, expires_at";
+            pub(crate) const RUN_COLUMNS: &str =
+                "id, tenant, graph, thread_id, status, input, output, error, usage, definition, created_at, updated_at";
+            pub(crate) const APPROVAL_COLUMNS: &str = "id, run_id, thread_id, interrupt_id, node, payload, actions, status, decision, created_at, decided_at, expires_at";
 
-            fn run_from<R: Row>(r: &R) -> Result<Run, sqlx::Error>
+            pub(crate) fn run_from<R: Row>(r: &R) -> Result<Run, sqlx::Error>
             where
                 for<'a> &'a str: sqlx::ColumnIndex<R>,
                 for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
@@ -28,6 +28,7 @@ macro_rules! impl_run_store {
                 let status: String = r.try_get("status")?;
                 Ok(Run {
                     id: r.try_get("id")?,
+                    tenant: r.try_get("tenant")?,
                     graph: r.try_get("graph")?,
                     thread_id: r.try_get("thread_id")?,
                     status: RunStatus::parse(&status).unwrap_or(RunStatus::Failed),
@@ -41,7 +42,7 @@ macro_rules! impl_run_store {
                 })
             }
 
-            fn approval_from<R: Row>(r: &R) -> Result<Approval, sqlx::Error>
+            pub(crate) fn approval_from<R: Row>(r: &R) -> Result<Approval, sqlx::Error>
             where
                 for<'a> &'a str: sqlx::ColumnIndex<R>,
                 for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
@@ -72,8 +73,8 @@ macro_rules! impl_run_store {
             async fn insert_run(executor: &$pool, run: &Run) -> Result<(), StorageError>
             {
                 sqlx::query(
-                    "INSERT INTO runs (id, graph, thread_id, status, input, output, error, usage, definition, created_at, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    "INSERT INTO runs (id, graph, thread_id, status, input, output, error, usage, definition, created_at, updated_at, tenant)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 )
                 .bind(&run.id)
                 .bind(&run.graph)
@@ -86,6 +87,7 @@ macro_rules! impl_run_store {
                 .bind(run.definition.clone())
                 .bind(run.created_at)
                 .bind(run.updated_at)
+                .bind(&run.tenant)
                 .execute(executor)
                 .await
                 .map_err(db)?;

@@ -262,3 +262,13 @@ impl Checkpointer for SqliteStore {
 crate::runs_sql::impl_run_store!(crate::SqliteStore, sqlx::SqlitePool);
 
 crate::thread_sql::thread_statements!(sqlx::SqlitePool, sqlx::SqliteConnection, |id: uuid::Uuid| id.to_string());
+crate::service_sql::impl_service!(
+    crate::SqliteStore,
+    sqlx::SqlitePool,
+    // The write lock up front: SQLite's one writer serialises submissions and claims.
+    begin: "BEGIN IMMEDIATE",
+    thread_lock: "SELECT $1",
+    skip_locked: "",
+    // Workers share the process: they are woken in memory.
+    notify: "SELECT $1",
+);

@@ -1,0 +1,130 @@
+//! The crewgraph service: the HTTP API of DESIGN.md (axum) and the workers
+//! that execute queued runs, in one process or split (`serve --no-workers`,
+//! `worker`). State lives in the store; this crate holds none of its own, so
+//! replicas scale out and any of them may die.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod routes;
+pub mod state;
+pub mod worker;
+
+use std::sync::Arc;
+
+use crewgraph_engine::{EventSink, Runtime};
+use crewgraph_spec::{Catalog, Registry};
+use crewgraph_store::Store;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+
+pub use config::ServerConfig;
+pub use state::{AppState, Definitions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {bind}: {source}")]
+    Bind { bind: String, source: std::io::Error },
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What to start in this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// API and `config.workers` workers.
+    Serve,
+    /// API only.
+    ApiOnly,
+    /// Workers only.
+    WorkerOnly,
+}
+
+/// Builds the shared state; the recorder task ends when the state is dropped.
+pub fn app_state(store: Store, catalog: Catalog, registry: Registry, config: ServerConfig) -> AppState {
+    let (bus, _) = broadcast::channel(1024);
+    let (recorder, _task) = events::recorder(store.events.clone(), bus.clone());
+    let recorder = Arc::new(recorder);
+    let sink: Arc<dyn EventSink> = recorder.clone();
+    let runtime = Runtime::new(store.checkpointer.clone(), store.runs.clone(), sink);
+    AppState {
+        store,
+        runtime,
+        definitions: Arc::new(Definitions::new(catalog, registry)),
+        bus,
+        wake: Arc::new(Notify::new()),
+        key_cache: Arc::default(),
+        config: Arc::new(config),
+        recorder,
+        shutdown: CancellationToken::new(),
+    }
+}
+
+/// Runs until `stop` resolves (SIGINT/SIGTERM in the binary), then shuts
+/// down gracefully: stops accepting, ends streams, lets workers finish
+/// their steps within the grace period and hands back the rest.
+pub async fn run(
+    state: AppState,
+    mode: Mode,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let shutdown = state.shutdown.clone();
+    tokio::spawn(async move {
+        stop.await;
+        tracing::info!("shutting down");
+        shutdown.cancel();
+    });
+    let workers = match mode {
+        Mode::ApiOnly => None,
+        _ if state.config.workers == 0 => None,
+        _ => {
+            if state.store.backend == "postgres" {
+                tokio::spawn(listen_for_runs(state.clone()));
+            }
+            Some(tokio::spawn(worker::run_workers(state.clone(), state.config.workers, state.wake.clone())))
+        }
+    };
+    if mode != Mode::WorkerOnly {
+        let listener = tokio::net::TcpListener::bind(&state.config.bind)
+            .await
+            .map_err(|source| ServerError::Bind { bind: state.config.bind.clone(), source })?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "listening");
+        eprintln!("crewgraph listening on http://{addr}");
+        let shutdown = state.shutdown.clone();
+        axum::serve(listener, routes::router(state.clone()))
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await?;
+    } else {
+        state.shutdown.cancelled().await;
+    }
+    if let Some(w) = workers {
+        let _ = w.await;
+    }
+    state.recorder.flushed(std::time::Duration::from_secs(5)).await;
+    Ok(())
+}
+
+/// Wakes this process's workers on every `NOTIFY crewgraph_runs` (a run was
+/// queued or released anywhere); they still poll every second without it.
+async fn listen_for_runs(state: AppState) {
+    loop {
+        let listener = async {
+            let mut l = sqlx::postgres::PgListener::connect(&state.store.database_url).await?;
+            l.listen("crewgraph_runs").await?;
+            loop {
+                l.recv().await?;
+                state.wake.notify_waiters();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        tokio::select! {
+            r = listener => if let Err(e) = r { tracing::warn!(error = %e, "LISTEN for new runs failed; polling until it reconnects") },
+            _ = state.shutdown.cancelled() => return,
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,94 @@
+//! `/v1/approvals`: what waits for people, and their decisions.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use crewgraph_engine::{ApprovalStatus, Decision, DecisionAction, api};
+use crewgraph_store::ApprovalQuery;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{Caller, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiQuery};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+pub struct ListApprovals {
+    pub status: Option<String>,
+    pub run_id: Option<String>,
+    pub graph: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListApprovals>,
+) -> ApiResult<Json<Value>> {
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(
+            ApprovalStatus::parse(s)
+                .ok_or_else(|| ApiError::invalid(format!("status `{s}`: expected pending, decided or expired")))?,
+        ),
+    };
+    let approvals = state
+        .store
+        .queue
+        .approvals(&ApprovalQuery { tenant: caller.tenant, status, run_id: q.run_id, graph: q.graph })
+        .await?;
+    Ok(Json(Value::Array(approvals.iter().map(api::approval).collect())))
+}
+
+pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let approval = state
+        .store
+        .queue
+        .approval_of(&caller.tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("approval", &id))?;
+    Ok(Json(api::approval(&approval)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideBody {
+    pub action: String,
+    pub value: Option<Value>,
+    pub comment: Option<String>,
+}
+
+/// Records the decision (exactly one wins: the others get 409) and puts the
+/// run back on the queue once nothing else of it is pending.
+pub async fn decide(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Json<Value>> {
+    caller.require(Role::Approve)?;
+    let body: DecideBody = serde_json::from_value(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))?;
+    let action = DecisionAction::parse(&body.action).ok_or_else(|| {
+        ApiError::invalid(format!("action `{}`: expected approve, reject, edit or respond", body.action))
+            .details(json!({"path": "action"}))
+    })?;
+    if matches!(action, DecisionAction::Edit | DecisionAction::Respond) && body.value.is_none() {
+        return Err(ApiError::invalid(format!("`{}` needs a `value`", body.action)).details(json!({"path": "value"})));
+    }
+    let approval = state
+        .store
+        .queue
+        .approval_of(&caller.tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("approval", &id))?;
+    if let Some(expires) = approval.expires_at
+        && approval.status == ApprovalStatus::Pending
+        && expires < crewgraph_engine::now_ms()
+    {
+        return Err(ApiError::conflict("expired", format!("approval `{id}` expired")));
+    }
+    let decided = state.runtime.decide(&id, Decision { action, value: body.value, comment: body.comment }).await?;
+    if state.store.queue.requeue(&decided.run_id).await? {
+        state.wake.notify_waiters();
+    }
+    Ok(Json(api::approval(&decided)))
+}

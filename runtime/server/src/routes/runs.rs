@@ -1,0 +1,230 @@
+//! `/v1/runs`: submit, read, list, wait for, cancel, and stream runs.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use crewgraph_engine::{ApprovalStatus, Event, Run, RunStatus, api};
+use crewgraph_store::{ApprovalQuery, Multitask, RunQuery, Submission, Submitted};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::auth::{Caller, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiQuery};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRun {
+    pub graph: String,
+    #[serde(default)]
+    pub input: Map<String, Value>,
+    pub thread_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub webhook: Option<String>,
+    /// What to do when the thread already has an active run.
+    #[serde(default)]
+    pub multitask_strategy: Multitask,
+}
+
+fn check_id(what: &str, id: &str) -> ApiResult<()> {
+    if id.is_empty() || id.len() > 200 || id.chars().any(char::is_control) {
+        return Err(ApiError::invalid(format!("`{what}` must be 1 to 200 printable characters")));
+    }
+    Ok(())
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Response> {
+    caller.require(Role::Submit)?;
+    // The digest of the body as sent decides whether a reused key is a replay.
+    let request_hash: String =
+        Sha256::digest(body.to_string().as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect();
+    let req: CreateRun = serde_json::from_value(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))?;
+    let header_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let idempotency_key = req.idempotency_key.clone().or(header_key);
+    if let Some(k) = &idempotency_key {
+        check_id("idempotency_key", k)?;
+    }
+    if let Some(t) = &req.thread_id {
+        check_id("thread_id", t)?;
+    }
+    if let Some(url) = &req.webhook
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(ApiError::invalid("`webhook` must be an http:// or https:// URL"));
+    }
+    let def = match state.definitions.get(&req.graph) {
+        None => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "graph_not_found",
+                format!("graph `{}` not found", req.graph),
+            )
+            .details(json!({"graph": req.graph, "known": state.definitions.names()})));
+        }
+        Some(Err(errors)) => {
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "definition_invalid",
+                format!("the definition of `{}` does not compile", req.graph),
+            )
+            .details(json!({"errors": errors.to_string()})));
+        }
+        Some(Ok(def)) => def,
+    };
+    if let Err(message) = def.validate_input(&req.input) {
+        let path = message.split(':').next().unwrap_or("input").to_string();
+        return Err(
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_input", message).details(json!({"path": path}))
+        );
+    }
+    let thread = req.thread_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let mut run = Run::new(&def.graph.name, &thread, Value::Object(req.input));
+    run.tenant = caller.tenant.clone();
+    run.definition = Some(def.file.clone());
+    let submission = Submission {
+        run,
+        idempotency_key,
+        request_hash,
+        webhook: req.webhook,
+        multitask: req.multitask_strategy,
+        max_attempts: state.config.max_attempts,
+    };
+    match state.store.queue.submit(&submission).await? {
+        Submitted::Created(run) => {
+            state.wake.notify_waiters();
+            Ok((StatusCode::CREATED, Json(api::run(&run))).into_response())
+        }
+        Submitted::Replayed(run) => Ok((StatusCode::OK, Json(api::run(&run))).into_response()),
+        Submitted::KeyReused { run_id } => {
+            Err(ApiError::conflict("idempotency_key_reused", "this idempotency key was used for a different request")
+                .details(json!({"run_id": run_id})))
+        }
+        Submitted::ThreadBusy { run_id } => Err(ApiError::conflict(
+            "thread_busy",
+            format!("thread `{thread}` has an active run; set multitask_strategy to enqueue or interrupt"),
+        )
+        .details(json!({"run_id": run_id}))),
+    }
+}
+
+pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    let run = state.store.queue.run_of(&caller.tenant, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
+    Ok(Json(api::run(&run)))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListRuns {
+    pub status: Option<String>,
+    pub graph: Option<String>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListRuns>,
+) -> ApiResult<Json<Value>> {
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "status `{s}`: expected queued, running, waiting, succeeded, failed or cancelled"
+            ))
+        })?),
+    };
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let after = match q.cursor.as_deref() {
+        None | Some("") => None,
+        Some(c) => Some(
+            c.split_once('_')
+                .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_string())))
+                .ok_or_else(|| ApiError::invalid("`cursor` is not one this API gave out"))?,
+        ),
+    };
+    let runs =
+        state.store.queue.runs(&RunQuery { tenant: caller.tenant, status, graph: q.graph, limit, after }).await?;
+    let next =
+        (runs.len() == limit as usize).then(|| runs.last().map(|r| format!("{}_{}", r.created_at, r.id))).flatten();
+    Ok(Json(json!({"runs": runs.iter().map(api::run).collect::<Vec<_>>(), "next_cursor": next})))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WaitQuery {
+    pub timeout_s: Option<f64>,
+}
+
+/// Answers once the run is terminal or waits for a decision, or when the
+/// timeout passes (then with the run as it is).
+pub async fn wait(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<WaitQuery>,
+) -> ApiResult<Json<Value>> {
+    let timeout = Duration::from_secs_f64(q.timeout_s.unwrap_or(30.0).clamp(0.0, state.config.max_wait.as_secs_f64()));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut wake = state.bus.subscribe();
+    loop {
+        let run =
+            state.store.queue.run_of(&caller.tenant, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
+        if run.status.is_terminal() || tokio::time::Instant::now() >= deadline || asks_someone(&state, &run).await? {
+            return Ok(Json(api::run(&run)));
+        }
+        // Events of runs executed elsewhere do not reach this process's bus: poll too.
+        let poll = tokio::time::sleep(Duration::from_millis(250));
+        tokio::select! {
+            _ = wait_for(&mut wake, &id) => {}
+            _ = poll => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = state.shutdown.cancelled() => return Err(ApiError::unavailable("the server is shutting down")),
+        }
+    }
+}
+
+/// Whether the run waits for a decision (a waiting run whose approvals are
+/// all decided is about to resume: still in progress).
+async fn asks_someone(state: &AppState, run: &Run) -> ApiResult<bool> {
+    if run.status != RunStatus::Waiting {
+        return Ok(false);
+    }
+    let query = ApprovalQuery {
+        tenant: run.tenant.clone(),
+        status: Some(ApprovalStatus::Pending),
+        run_id: Some(run.id.clone()),
+        graph: None,
+    };
+    Ok(!state.store.queue.approvals(&query).await?.is_empty())
+}
+
+/// Returns when the bus announces new events of `run_id` (or lagged, which may hide one).
+pub async fn wait_for(wake: &mut tokio::sync::broadcast::Receiver<std::sync::Arc<str>>, run_id: &str) {
+    loop {
+        match wake.recv().await {
+            Ok(id) if &*id == run_id => return,
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
+pub async fn cancel(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    caller.require(Role::Submit)?;
+    let before = state.store.queue.run_of(&caller.tenant, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
+    let run = state.store.queue.cancel(&caller.tenant, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
+    if run.status == RunStatus::Cancelled && before.status != RunStatus::Cancelled {
+        state.runtime.events.emit(Event::new("run.cancelled", &run.id, &run.thread_id).data(run.error.clone()));
+    }
+    Ok(Json(api::run(&run)))
+}

@@ -1,0 +1,192 @@
+//! Workers: claim queued runs under a lease, execute them, keep the lease
+//! alive with heartbeats, and hand runs back when they cannot finish.
+//!
+//! A worker that dies simply stops beating; once its lease expires the run
+//! is claimed again and resumes from its last checkpoint (finished tasks of
+//! an unfinished step are not re-run: their writes were saved).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crewgraph_engine::{Event, Run, RunStatus};
+use crewgraph_store::{Heartbeat, Lease};
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::state::AppState;
+
+/// Longest sleep between claims when nobody wakes the worker.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Runs `count` worker loops until shutdown; in-flight runs get the grace
+/// period to finish and are handed back after it.
+pub async fn run_workers(state: AppState, count: usize, wake: Arc<Notify>) {
+    let process = state.config.worker_name.clone();
+    // Fires `shutdown_grace` after shutdown: the moment to stop waiting for steps.
+    let hand_back = CancellationToken::new();
+    {
+        let (shutdown, hand_back, grace) = (state.shutdown.clone(), hand_back.clone(), state.config.shutdown_grace);
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+            hand_back.cancel();
+        });
+    }
+    let mut slots = tokio::task::JoinSet::new();
+    for slot in 0..count {
+        let worker = format!("{process}-{slot}");
+        slots.spawn(worker_loop(state.clone(), worker, wake.clone(), hand_back.clone()));
+    }
+    while slots.join_next().await.is_some() {}
+}
+
+async fn worker_loop(state: AppState, worker: String, wake: Arc<Notify>, hand_back: CancellationToken) {
+    while !state.shutdown.is_cancelled() {
+        let notified = wake.notified();
+        match state.store.queue.claim(&worker, state.config.lease_ms()).await {
+            Ok(Some(lease)) => {
+                let span = tracing::info_span!("run", run_id = %lease.run.id, graph = %lease.run.graph, attempt = lease.attempts);
+                execute(&state, &worker, lease, &hand_back).instrument(span).await;
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, worker, "cannot claim runs"),
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(POLL) => {}
+            _ = state.shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// Why an execution stopped before the engine settled the run.
+enum Stopped {
+    /// The lease was lost: another worker may hold the run; touch nothing.
+    LeaseLost,
+    /// Shutdown outlasted the grace period: give the run back as it is.
+    HandedBack,
+}
+
+async fn execute(state: &AppState, worker: &str, lease: Lease, hand_back: &CancellationToken) {
+    let run = lease.run;
+    let id = run.id.clone();
+    if run.status.is_terminal() {
+        // Settled by a worker that died before releasing it, maybe before its last event was written.
+        restore_last_event(state, &run).await;
+        release(state, &id, worker).await;
+        return;
+    }
+    if lease.attempts > lease.max_attempts {
+        let message = format!(
+            "gave up after {} attempts: the run's worker stopped each time before it finished",
+            lease.max_attempts
+        );
+        fail(state, run, message).await;
+        release(state, &id, worker).await;
+        return;
+    }
+    let def = match state.definitions.get(&run.graph) {
+        Some(Ok(def)) => def,
+        Some(Err(errors)) => {
+            let message = format!("the definition of `{}` does not compile: {errors}", run.graph);
+            fail(state, run, message).await;
+            release(state, &id, worker).await;
+            return;
+        }
+        None => {
+            let message = format!("graph `{}` is not defined on this worker", run.graph);
+            fail(state, run, message).await;
+            release(state, &id, worker).await;
+            return;
+        }
+    };
+
+    let cancel = CancellationToken::new();
+    let lost = CancellationToken::new();
+    let beats = tokio::spawn(heartbeat(state.clone(), id.clone(), worker.to_string(), cancel.clone(), lost.clone()));
+    let outcome = tokio::select! {
+        r = state.runtime.execute(def.graph.clone(), &id, Some(cancel.clone())) => Ok(r),
+        _ = lost.cancelled() => Err(Stopped::LeaseLost),
+        _ = hand_back.cancelled() => Err(Stopped::HandedBack),
+    };
+    beats.abort();
+    match outcome {
+        Ok(Ok(run)) => {
+            tracing::info!(status = run.status.as_str(), "run settled");
+            release(state, &id, worker).await;
+        }
+        Ok(Err(e)) => {
+            // The store failed under the run: leave the lease to expire and the run to be claimed again.
+            tracing::warn!(error = %e, "run stopped on an error; it will be claimed again");
+        }
+        Err(Stopped::LeaseLost) => tracing::warn!("lease lost; another worker resumes the run"),
+        Err(Stopped::HandedBack) => {
+            tracing::info!("shutdown: run handed back");
+            if let Err(e) = state.store.queue.hand_back(&id, worker).await {
+                tracing::warn!(error = %e, "cannot hand the run back; its lease will expire");
+            }
+        }
+    }
+}
+
+/// Writes the terminal event of a settled run whose log lacks it, so its streams end.
+async fn restore_last_event(state: &AppState, run: &Run) {
+    let mut after = 0;
+    loop {
+        match state.store.events.events_after(&run.id, after, 1000).await {
+            Ok(page) if page.is_empty() => break,
+            Ok(page) => {
+                if page.iter().any(|e| crate::events::is_terminal(&e.event.kind)) {
+                    return;
+                }
+                after = page.last().map(|e| e.seq).unwrap_or(after);
+            }
+            Err(_) => return,
+        }
+    }
+    let kind = format!("run.{}", run.status.as_str());
+    let data = if run.status == RunStatus::Succeeded { json!({"output": run.output}) } else { run.error.clone() };
+    state.runtime.events.emit(Event::new(&kind, &run.id, &run.thread_id).data(data));
+}
+
+async fn heartbeat(state: AppState, id: String, worker: String, cancel: CancellationToken, lost: CancellationToken) {
+    let mut tick = tokio::time::interval(state.config.heartbeat());
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        match state.store.queue.heartbeat(&id, &worker, state.config.lease_ms()).await {
+            Ok(Heartbeat::Extended) => {}
+            Ok(Heartbeat::CancelRequested) => cancel.cancel(),
+            Ok(Heartbeat::Lost) => {
+                lost.cancel();
+                return;
+            }
+            // Missing a beat is fine; the lease outlives two of them.
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+async fn fail(state: &AppState, mut run: Run, message: String) {
+    tracing::warn!(%message, "run failed before it started");
+    run.status = RunStatus::Failed;
+    run.error = json!({"message": message});
+    run.updated_at = crewgraph_engine::now_ms();
+    if let Err(e) = state.runtime.runs.update_run(&run).await {
+        tracing::warn!(error = %e, "cannot record the failure");
+        return;
+    }
+    state.runtime.events.emit(Event::new("run.failed", &run.id, &run.thread_id).data(run.error.clone()));
+}
+
+/// Gives the run back once its events are written: a worker that dies before
+/// releasing leaves the repair of its last event to the next claim.
+async fn release(state: &AppState, id: &str, worker: &str) {
+    state.recorder.flushed(Duration::from_secs(10)).await;
+    if let Err(e) = state.store.queue.release(id, worker).await {
+        tracing::warn!(error = %e, run_id = id, "cannot release the run; its lease will expire");
+    }
+}

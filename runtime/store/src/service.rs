@@ -1,0 +1,162 @@
+//! What the service adds on top of the engine's stores: the run queue that
+//! workers lease runs from, the per-run event log that SSE replays, and API
+//! keys. Implemented once for Postgres and SQLite (`service_sql.rs`).
+
+use async_trait::async_trait;
+use crewgraph_engine::{Approval, ApprovalStatus, Event, Run, RunStatus, StorageError};
+use serde::{Deserialize, Serialize};
+
+/// What a new run does when its thread already has a queued, running or waiting run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Multitask {
+    /// Refuse the new run (409).
+    #[default]
+    Reject,
+    /// Queue it behind the thread's runs.
+    Enqueue,
+    /// Cancel the thread's active runs (a running one at its next heartbeat), then run.
+    Interrupt,
+}
+
+/// A run to queue, with what makes its submission idempotent.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    /// The run as it will be stored (status `queued`).
+    pub run: Run,
+    pub idempotency_key: Option<String>,
+    /// A digest of the request body: the same key with another body is a conflict.
+    pub request_hash: String,
+    pub webhook: Option<String>,
+    pub multitask: Multitask,
+    pub max_attempts: i32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submitted {
+    Created(Run),
+    /// The idempotency key was used before with the same body: that run.
+    Replayed(Run),
+    /// The idempotency key was used before with another body.
+    KeyReused {
+        run_id: String,
+    },
+    /// The thread has an active run and the strategy is `reject`.
+    ThreadBusy {
+        run_id: String,
+    },
+}
+
+/// A run a worker holds until `lease_expires_at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub run: Run,
+    /// How many times the run has been claimed, this claim included.
+    pub attempts: i32,
+    pub max_attempts: i32,
+}
+
+/// What the heartbeat learned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    Extended,
+    /// Someone asked to cancel the run: stop it.
+    CancelRequested,
+    /// The lease expired and another worker may hold the run: stop at once.
+    Lost,
+}
+
+/// A page of runs, newest first; `after` is the last run of the previous page.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub tenant: String,
+    pub status: Option<RunStatus>,
+    pub graph: Option<String>,
+    pub limit: u32,
+    /// `(created_at, id)` of the last run already seen.
+    pub after: Option<(i64, String)>,
+}
+
+/// The approvals a reviewer may see.
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalQuery {
+    pub tenant: String,
+    pub status: Option<ApprovalStatus>,
+    pub run_id: Option<String>,
+    pub graph: Option<String>,
+}
+
+/// Queue depth and the age of the oldest ready run, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub ready: i64,
+    pub leased: i64,
+    pub oldest_ready_ms: i64,
+}
+
+/// Runs as the service sees them: submitted, leased by workers, scoped by tenant.
+#[async_trait]
+pub trait RunQueue: Send + Sync {
+    /// Queues a run, honouring its idempotency key and the thread's multitask strategy.
+    async fn submit(&self, submission: &Submission) -> Result<Submitted, StorageError>;
+    /// Leases the oldest ready run (or one whose lease expired) whose thread
+    /// has nothing older queued and nothing running or waiting.
+    async fn claim(&self, worker: &str, lease_ms: i64) -> Result<Option<Lease>, StorageError>;
+    async fn heartbeat(&self, run_id: &str, worker: &str, lease_ms: i64) -> Result<Heartbeat, StorageError>;
+    /// Gives the run back: off the queue, or ready again when it waits and
+    /// every approval has been decided meanwhile.
+    async fn release(&self, run_id: &str, worker: &str) -> Result<(), StorageError>;
+    /// Puts a run back on the queue as it is (shutdown before it finished):
+    /// the next worker resumes it from its last checkpoint.
+    async fn hand_back(&self, run_id: &str, worker: &str) -> Result<(), StorageError>;
+    /// Puts a waiting run whose approvals are all decided back on the queue;
+    /// false when it is not waiting or still has pending approvals.
+    async fn requeue(&self, run_id: &str) -> Result<bool, StorageError>;
+    /// Cancels a queued or waiting run now; marks a leased one for its worker.
+    /// `None` when the tenant has no such run.
+    async fn cancel(&self, tenant: &str, run_id: &str) -> Result<Option<Run>, StorageError>;
+    async fn run_of(&self, tenant: &str, run_id: &str) -> Result<Option<Run>, StorageError>;
+    async fn runs(&self, query: &RunQuery) -> Result<Vec<Run>, StorageError>;
+    /// The webhook URL given at submission.
+    async fn webhook_of(&self, run_id: &str) -> Result<Option<String>, StorageError>;
+    /// Whether the tenant has a run on the thread (threads belong to their runs' tenant).
+    async fn owns_thread(&self, tenant: &str, thread_id: &str) -> Result<bool, StorageError>;
+    async fn approvals(&self, query: &ApprovalQuery) -> Result<Vec<Approval>, StorageError>;
+    async fn approval_of(&self, tenant: &str, id: &str) -> Result<Option<Approval>, StorageError>;
+    async fn stats(&self) -> Result<QueueStats, StorageError>;
+    /// Counts of runs by status, for metrics.
+    async fn status_counts(&self) -> Result<Vec<(String, i64)>, StorageError>;
+}
+
+/// An event with its position in its run's log (the SSE id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub event: Event,
+}
+
+/// Every run's events, in order.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Appends in the given order, numbering each run's events 1, 2, ...
+    async fn append(&self, events: &[Event]) -> Result<(), StorageError>;
+    /// Events of `run_id` after `after_seq`, oldest first.
+    async fn events_after(&self, run_id: &str, after_seq: i64, limit: u32) -> Result<Vec<StoredEvent>, StorageError>;
+}
+
+/// An API key as stored (the key itself is never stored, only its SHA-256).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub tenant: String,
+    pub roles: Vec<String>,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    async fn create_key(&self, key: &ApiKey, key_hash: &str) -> Result<(), StorageError>;
+    /// The live key with this hash.
+    async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StorageError>;
+}

@@ -1,0 +1,157 @@
+//! The HTTP API against a real `crewgraph serve` process: submission,
+//! tenants and roles, approvals decided once, SSE replay, JSON errors.
+
+use crewgraph_tests::server::{Api, Server, make_key};
+use crewgraph_tests::{Cli, TestDb};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+async fn scenario(cli: &Cli) {
+    let server = Server::start(cli, &["--workers", "2"]);
+    let owner = Api::new(&server.base, &make_key(cli, "acme", "submit,approve"));
+    let reader = Api::new(&server.base, &make_key(cli, "acme", "read"));
+    let other = Api::new(&server.base, &make_key(cli, "globex", "admin"));
+
+    let (status, run) = owner.post("/v1/runs", json!({"graph": "review-publish", "input": {"topic": "leases"}})).await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    assert_eq!(run["status"], "queued");
+    let id = run["id"].as_str().unwrap().to_string();
+
+    let (status, waiting) = owner.get(&format!("/v1/runs/{id}/wait?timeout_s=30")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(waiting["status"], "waiting", "{waiting}");
+
+    let (_, pending) = reader.get(&format!("/v1/approvals?status=pending&run_id={id}")).await;
+    let pending = pending.as_array().unwrap().clone();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0]["payload"]["draft"], "First draft about leases");
+    let approval = pending[0]["id"].as_str().unwrap().to_string();
+
+    // Another tenant sees nothing of it; a read-only key cannot decide.
+    assert_eq!(other.get(&format!("/v1/runs/{id}")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        other.get(&format!("/v1/threads/{}/state", run["thread_id"].as_str().unwrap())).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (status, body) = other.post(&format!("/v1/approvals/{approval}"), json!({"action": "approve"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(other.get("/v1/approvals?status=pending").await.1, json!([]));
+    let (status, body) = reader.post(&format!("/v1/approvals/{approval}"), json!({"action": "approve"})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "forbidden");
+
+    // Two decisions at once: exactly one wins.
+    let path = format!("/v1/approvals/{approval}");
+    let (a, b) = tokio::join!(
+        owner.post(&path, json!({"action": "edit", "value": "Edited by A"})),
+        owner.post(&path, json!({"action": "edit", "value": "Edited by B"})),
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT], "{} / {}", a.1, b.1);
+    let winner = if a.0 == StatusCode::OK { "Edited by A" } else { "Edited by B" };
+
+    let (_, done) = owner.get(&format!("/v1/runs/{id}/wait?timeout_s=30")).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"]["published"], winner);
+
+    // The whole stream, then a reconnection from the middle: every event once, in order.
+    let all = reader.events(&id, None).await;
+    let ids: Vec<i64> = all.iter().map(|e| e.0).collect();
+    assert_eq!(ids, (1..=all.len() as i64).collect::<Vec<_>>(), "{all:?}");
+    let kinds: Vec<&str> = all.iter().map(|e| e.1.as_str()).collect();
+    for kind in ["run.queued", "run.started", "approval.requested", "run.waiting", "approval.decided", "run.resumed"] {
+        assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
+    }
+    assert_eq!(kinds.last(), Some(&"run.succeeded"));
+    let middle = all.len() as i64 / 2;
+    let rest = reader.events(&id, Some(middle)).await;
+    assert_eq!(rest, all[middle as usize..].to_vec());
+
+    let (_, page) = reader.get("/v1/runs?status=succeeded&limit=10").await;
+    assert_eq!(page["runs"].as_array().unwrap().len(), 1);
+    assert_eq!(other.get("/v1/runs").await.1["runs"], json!([]));
+    let (_, history) = reader.get(&format!("/v1/threads/{}/history", done["thread_id"].as_str().unwrap())).await;
+    assert!(history.as_array().unwrap().len() >= 4, "{history}");
+}
+
+#[tokio::test]
+async fn runs_approvals_and_events_over_http_on_postgres() {
+    let db = TestDb::new().await.unwrap();
+    let cli = Cli::new(&db.url);
+    scenario(&cli).await;
+}
+
+#[tokio::test]
+async fn runs_approvals_and_events_over_http_on_the_embedded_default() {
+    // No DATABASE_URL: the SQLite file under `.crewgraph/`.
+    let cli = Cli::new("");
+    scenario(&cli).await;
+}
+
+#[tokio::test]
+async fn bad_requests_get_json_errors() {
+    let db = TestDb::new().await.unwrap();
+    let cli = Cli::new(&db.url).with_env("CREWGRAPH_MAX_BODY_BYTES", "4096");
+    let server = Server::start(&cli, &["--no-workers"]);
+    let api = Api::new(&server.base, &make_key(&cli, "acme", "submit"));
+    let http = api.http.clone();
+    let url = format!("{}/v1/runs", server.base);
+
+    let (status, body) = api.post("/v1/runs", json!({"graph": "no-such-graph"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "graph_not_found");
+    assert!(body["error"]["message"].as_str().unwrap().contains("no-such-graph"));
+
+    let (status, body) = api.post("/v1/runs", json!({"graph": "review-publish", "input": {"topic": 7}})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["error"]["details"]["path"], "input.topic");
+
+    let big = json!({"graph": "review-publish", "input": {"topic": "x".repeat(10_000)}});
+    let resp = http.post(&url).bearer_auth(&api.key).json(&big).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(resp.json::<Value>().await.unwrap()["error"]["code"].is_string());
+
+    let resp = http
+        .post(&url)
+        .bearer_auth(&api.key)
+        .header("content-type", "application/json")
+        .body("{\"graph\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "bad_request");
+
+    let resp = http.get(format!("{}/v1/runs", server.base)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = http.get(format!("{}/v1/runs", server.base)).bearer_auth("cg_wrong").send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    // Idempotency: the same key and body give the same run; another body is a conflict.
+    let body = json!({"graph": "review-publish", "input": {"topic": "a"}, "idempotency_key": "order-1"});
+    let (first, a) = api.post("/v1/runs", body.clone()).await;
+    let (again, b) = api.post("/v1/runs", body).await;
+    assert_eq!((first, again), (StatusCode::CREATED, StatusCode::OK));
+    assert_eq!(a["id"], b["id"]);
+    let (status, c) = api
+        .post("/v1/runs", json!({"graph": "review-publish", "input": {"topic": "b"}, "idempotency_key": "order-1"}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(c["error"]["code"], "idempotency_key_reused");
+
+    // One active run per thread: reject by default, enqueue on request.
+    let thread = a["thread_id"].as_str().unwrap();
+    let (status, busy) = api.post("/v1/runs", json!({"graph": "review-publish", "thread_id": thread})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(busy["error"]["details"]["run_id"], a["id"]);
+    let (status, queued) = api
+        .post("/v1/runs", json!({"graph": "review-publish", "thread_id": thread, "multitask_strategy": "enqueue"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{queued}");
+
+    // Cancelling a queued run is immediate.
+    let (status, cancelled) = api.post(&format!("/v1/runs/{}/cancel", queued["id"].as_str().unwrap()), json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(cancelled["status"], "cancelled");
+}
