@@ -2,7 +2,7 @@
 //! tenants and roles, approvals decided once, SSE replay, JSON errors.
 
 use crewgraph_tests::server::{Api, Server, make_key};
-use crewgraph_tests::{Cli, TestDb};
+use crewgraph_tests::{Cli, TestDb, redis_url};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -71,8 +71,25 @@ async fn scenario(cli: &Cli) {
     let (_, page) = reader.get("/v1/runs?status=succeeded&limit=10").await;
     assert_eq!(page["runs"].as_array().unwrap().len(), 1);
     assert_eq!(other.get("/v1/runs").await.1["runs"], json!([]));
-    let (_, history) = reader.get(&format!("/v1/threads/{}/history", done["thread_id"].as_str().unwrap())).await;
-    assert!(history.as_array().unwrap().len() >= 4, "{history}");
+    let thread = done["thread_id"].as_str().unwrap();
+    let (_, history) = reader.get(&format!("/v1/threads/{thread}/history")).await;
+    let history = history.as_array().unwrap();
+    assert!(history.len() >= 4, "{history:?}");
+
+    // Time travel: fork from the input checkpoint with another topic.
+    let first = history.last().unwrap();
+    assert_eq!(first["next"], json!(["draft"]));
+    let fork = json!({"checkpoint_id": first["checkpoint_id"], "patch": {"topic": "forks"}});
+    assert_eq!(reader.post(&format!("/v1/threads/{thread}/fork"), fork.clone()).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(other.post(&format!("/v1/threads/{thread}/fork"), fork.clone()).await.0, StatusCode::NOT_FOUND);
+    let (status, forked) = owner.post(&format!("/v1/threads/{thread}/fork"), fork).await;
+    assert_eq!(status, StatusCode::CREATED, "{forked}");
+    assert_ne!(forked["thread_id"], done["thread_id"]);
+    let (_, forked) = owner.get(&format!("/v1/runs/{}/wait?timeout_s=30", forked["id"].as_str().unwrap())).await;
+    assert_eq!(forked["status"], "waiting", "{forked}");
+    let (_, pending) =
+        owner.get(&format!("/v1/approvals?status=pending&run_id={}", forked["id"].as_str().unwrap())).await;
+    assert_eq!(pending[0]["payload"]["draft"], "First draft about forks");
 }
 
 #[tokio::test]
@@ -154,4 +171,83 @@ async fn bad_requests_get_json_errors() {
     let (status, cancelled) = api.post(&format!("/v1/runs/{}/cancel", queued["id"].as_str().unwrap()), json!({})).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(cancelled["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn collections_over_http_are_per_tenant() {
+    let db = TestDb::new().await.unwrap();
+    let cli = Cli::new(&db.url).with_env("CREWGRAPH_EMBEDDING_MODEL", "hashing");
+    let server = Server::start(&cli, &["--no-workers"]);
+    let acme = Api::new(&server.base, &make_key(&cli, "acme", "submit"));
+    let globex = Api::new(&server.base, &make_key(&cli, "globex", "submit"));
+    let reader = Api::new(&server.base, &make_key(&cli, "acme", "read"));
+
+    let docs = json!({"documents": [
+        {"source": "refunds.md", "text": "# Refunds\n\nRefunds are paid to the original card within 14 days.",
+         "metadata": {"lang": "en"}},
+        {"source": "shipping.md", "text": "# Shipping\n\nParcels leave the warehouse every weekday at noon."}
+    ]});
+    assert_eq!(reader.post("/v1/collections/handbook/documents", docs.clone()).await.0, StatusCode::FORBIDDEN);
+    let (status, added) = acme.post("/v1/collections/handbook/documents", docs.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{added}");
+    assert_eq!(added["documents"][0]["added"], 1);
+    assert_eq!(added["documents"][0]["ids"].as_array().unwrap().len(), 1);
+    let (_, again) = acme.post("/v1/collections/handbook/documents", docs).await;
+    assert_eq!(again["documents"][0]["added"], 0);
+    assert_eq!(again["documents"][0]["unchanged"], 1);
+
+    let (status, found) =
+        reader.post("/v1/collections/handbook/query", json!({"query": "refund card", "top_k": 1})).await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    let top = &found["results"][0];
+    assert_eq!(top["source"], "refunds.md");
+    assert!(top["text"].as_str().unwrap().contains("14 days"));
+    assert!(top["score"].as_f64().unwrap() > 0.0);
+
+    // Another tenant's search of the same collection name finds none of acme's chunks, whatever it claims.
+    let (_, theirs) =
+        globex.post("/v1/collections/handbook/query", json!({"query": "refund card", "tenant": "acme"})).await;
+    assert_eq!(theirs["results"], json!([]), "{theirs}");
+    let (status, missing) = acme.post("/v1/collections/nowhere/query", json!({"query": "x"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+    let (status, bad) = acme.post("/v1/collections/handbook/query", json!({"query": "x", "filter": {"a b": 1}})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+}
+
+async fn rate_limited(cli: Cli) {
+    let cli = cli.with_env("CREWGRAPH_RATE_LIMIT", "0.5").with_env("CREWGRAPH_RATE_BURST", "3");
+    let server = Server::start(&cli, &["--no-workers"]);
+    let key = make_key(&cli, "acme", "read");
+    let api = Api::new(&server.base, &key);
+    let url = format!("{}/v1/runs", server.base);
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let resp = api.http.get(&url).bearer_auth(&key).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["x-ratelimit-limit"], "3");
+        assert!(resp.headers().contains_key("x-ratelimit-reset"));
+        remaining.push(resp.headers()["x-ratelimit-remaining"].to_str().unwrap().to_string());
+    }
+    assert_eq!(remaining, ["2", "1", "0"]);
+    let resp = api.http.get(&url).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "rate_limited");
+    // Another key has its own bucket.
+    let other = make_key(&cli, "acme", "read");
+    assert_eq!(api.http.get(&url).bearer_auth(&other).send().await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn rate_limits_per_key_in_process() {
+    let db = TestDb::new().await.unwrap();
+    rate_limited(Cli::new(&db.url)).await;
+}
+
+#[tokio::test]
+async fn rate_limits_per_key_in_redis() {
+    let db = TestDb::new().await.unwrap();
+    let prefix = format!("cg-test-{}", uuid::Uuid::now_v7().simple());
+    rate_limited(Cli::new(&db.url).with_env("REDIS_URL", &redis_url()).with_env("CREWGRAPH_REDIS_PREFIX", &prefix))
+        .await;
 }

@@ -31,7 +31,7 @@ edges:
 #[tokio::test]
 async fn a_killed_worker_loses_no_run_and_repeats_no_checkpointed_step() {
     let db = TestDb::new().await.unwrap();
-    let cli = Cli::new(&db.url).with_env("CREWGRAPH_LEASE_S", "2");
+    let cli = Cli::new(&db.url).with_env("CREWGRAPH_LEASE_S", "2").with_env("CREWGRAPH_RATE_LIMIT", "0");
     cli.write("graphs/five-steps.yaml", FIVE_STEPS);
     let api_server = Server::start(&cli, &["--no-workers"]);
     let api = Api::new(&api_server.base, &make_key(&cli, "acme", "submit"));

@@ -266,6 +266,22 @@ impl Runtime {
         patch: Map<String, Value>,
         definition: Option<String>,
     ) -> Result<Run, EngineError> {
+        let run = self.fork_thread(graph, thread_id, checkpoint_id, patch, definition).await?;
+        self.runs.create_run(&run).await?;
+        Ok(run)
+    }
+
+    /// The thread part of [`fork`](Self::fork): the new thread and its fork
+    /// checkpoint, and the run to continue it, not yet stored (the service
+    /// queues it under the caller's tenant).
+    pub async fn fork_thread(
+        &self,
+        graph: Arc<Graph>,
+        thread_id: &str,
+        checkpoint_id: Uuid,
+        patch: Map<String, Value>,
+        definition: Option<String>,
+    ) -> Result<Run, EngineError> {
         let base = self.checkpointer.get(thread_id, Some(checkpoint_id)).await?.ok_or_else(|| {
             EngineError::CheckpointNotFound { thread: thread_id.to_string(), checkpoint: checkpoint_id.to_string() }
         })?;
@@ -278,7 +294,6 @@ impl Runtime {
         let exec = Executor::new(graph, self.checkpointer.clone(), self.events.clone(), &run.id);
         exec.update(&copied, &patch, CheckpointSource::Fork).await?;
         run.input = json!({"fork": {"thread_id": thread_id, "checkpoint_id": checkpoint_id, "patch": patch}});
-        self.runs.create_run(&run).await?;
         Ok(run)
     }
 

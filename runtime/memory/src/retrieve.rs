@@ -141,6 +141,11 @@ impl Prepared {
     pub fn to_embed(&self) -> usize {
         self.missing.len()
     }
+
+    /// The point ids of the document's chunks, in order.
+    pub fn ids(&self) -> Vec<Uuid> {
+        self.records.iter().map(|r| r.id).collect()
+    }
 }
 
 #[derive(Clone)]

@@ -100,9 +100,16 @@ pub struct SourceChange {
 /// Payload filter: every key must match. A key is `source`, `title` or a
 /// metadata field; a value matches by equality, an array matches any of its
 /// elements (`{"lang": ["en", "de"]}`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(transparent)]
 pub struct Filter(pub BTreeMap<String, Value>);
+
+/// Deserialising validates as [`Filter::from_json`] does: a request body cannot smuggle in a bad key.
+impl<'de> Deserialize<'de> for Filter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Filter::from_json(&Value::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
 
 impl Filter {
     pub fn is_empty(&self) -> bool {

@@ -20,6 +20,10 @@ pub struct ServerConfig {
     pub max_attempts: i32,
     /// Names this process's leases (`CREWGRAPH_WORKER_NAME`, default `<hostname>-<pid>`), e.g. the pod name.
     pub worker_name: String,
+    /// Requests a second per API key (`CREWGRAPH_RATE_LIMIT`, default 100; 0 = no limit).
+    pub rate_per_s: f64,
+    /// Burst per key (`CREWGRAPH_RATE_BURST`, default twice the rate).
+    pub rate_burst: f64,
     /// Longest `wait` (seconds).
     pub max_wait: Duration,
 }
@@ -30,6 +34,7 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 impl ServerConfig {
     pub fn from_env() -> Self {
+        let rate_per_s = env("CREWGRAPH_RATE_LIMIT", 100.0f64).max(0.0);
         Self {
             bind: std::env::var("CREWGRAPH_BIND").ok().filter(|s| !s.is_empty()).unwrap_or("127.0.0.1:8080".into()),
             max_body_bytes: env("CREWGRAPH_MAX_BODY_BYTES", 1 << 20),
@@ -47,6 +52,8 @@ impl ServerConfig {
                     .unwrap_or_else(|| "worker".into());
                 format!("{host}-{}", std::process::id())
             }),
+            rate_per_s,
+            rate_burst: env("CREWGRAPH_RATE_BURST", rate_per_s * 2.0),
             max_wait: Duration::from_secs(300),
         }
     }

@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod ratelimit;
 pub mod routes;
 pub mod state;
 pub mod worker;
@@ -49,6 +50,7 @@ pub fn app_state(store: Store, catalog: Catalog, registry: Registry, config: Ser
     let recorder = Arc::new(recorder);
     let sink: Arc<dyn EventSink> = recorder.clone();
     let runtime = Runtime::new(store.checkpointer.clone(), store.runs.clone(), sink);
+    let limiter = ratelimit::RateLimiter::new(config.rate_per_s, config.rate_burst, store.redis.clone());
     AppState {
         store,
         runtime,
@@ -56,6 +58,7 @@ pub fn app_state(store: Store, catalog: Catalog, registry: Registry, config: Ser
         bus,
         wake: Arc::new(Notify::new()),
         key_cache: Arc::default(),
+        limiter: Arc::new(limiter),
         config: Arc::new(config),
         recorder,
         shutdown: CancellationToken::new(),

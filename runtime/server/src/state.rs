@@ -21,6 +21,7 @@ pub struct AppState {
     /// Wakes this process's idle workers when a run becomes ready.
     pub wake: Arc<tokio::sync::Notify>,
     pub key_cache: Arc<KeyCache>,
+    pub limiter: Arc<crate::ratelimit::RateLimiter>,
     pub config: Arc<ServerConfig>,
     /// The runtime's event sink, for flushing at shutdown.
     pub recorder: Arc<crate::events::Recorder>,

@@ -66,6 +66,31 @@ impl RedisCache {
         Ok(())
     }
 
+    /// Takes one token from the bucket `name` (capacity `capacity`, refilled
+    /// at `per_s` a second), atomically in Redis so every replica shares it.
+    /// Returns whether a token was there and how many are left.
+    pub async fn take_token(&self, name: &str, capacity: f64, per_s: f64) -> Result<(bool, f64), StoreError> {
+        const SCRIPT: &str = r#"
+            local cap, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
+            local t = redis.call('TIME')
+            local now = t[1] * 1000 + math.floor(t[2] / 1000)
+            local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+            local tokens = tonumber(b[1]) or cap
+            local at = tonumber(b[2]) or now
+            tokens = math.min(cap, tokens + math.max(0, now - at) * rate / 1000)
+            local ok = 0
+            if tokens >= 1 then tokens = tokens - 1; ok = 1 end
+            redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+            redis.call('PEXPIRE', KEYS[1], math.ceil(cap / rate * 1000) + 1000)
+            return {tostring(ok), tostring(tokens)}
+        "#;
+        let key = format!("{}:rate:{name}", self.prefix);
+        let out: Vec<String> = self.client.eval(SCRIPT, key, vec![capacity.to_string(), per_s.to_string()]).await?;
+        let ok = out.first().is_some_and(|v| v == "1");
+        let left = out.get(1).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        Ok((ok, left))
+    }
+
     /// Deletes every key under this prefix (tests, and `crewgraph` operators).
     pub async fn clear(&self) -> Result<u64, StoreError> {
         let pattern = format!("{}:*", self.prefix);

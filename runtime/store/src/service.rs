@@ -72,6 +72,7 @@ pub struct RunQuery {
     pub tenant: String,
     pub status: Option<RunStatus>,
     pub graph: Option<String>,
+    pub thread_id: Option<String>,
     pub limit: u32,
     /// `(created_at, id)` of the last run already seen.
     pub after: Option<(i64, String)>,

@@ -173,12 +173,16 @@ macro_rules! impl_service {
                     // The log starts with the submission, whoever executes the run.
                     let queued = Event::new("run.queued", &run.id, &run.thread_id)
                         .data(serde_json::json!({"graph": run.graph}));
-                    sqlx::query("INSERT INTO run_events (run_id, seq, body, created_at) VALUES ($1, 1, $2, $3)")
-                        .bind(&run.id)
-                        .bind(Json(&queued))
-                        .bind(queued.at)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(
+                        "INSERT INTO run_events (run_id, seq, body, created_at)
+                         SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3 FROM run_events WHERE run_id = $4",
+                    )
+                    .bind(&run.id)
+                    .bind(Json(&queued))
+                    .bind(queued.at)
+                    .bind(&run.id)
+                    .execute(&mut *tx)
+                    .await?;
                     sqlx::query($notify).bind(&run.id).execute(&mut *tx).await?;
                     tx.commit().await?;
                     Ok(Submitted::Created(run.clone()))
@@ -360,14 +364,17 @@ macro_rules! impl_service {
                     let rows = sqlx::query(sql(format!(
                         "SELECT {RUN_COLUMNS} FROM runs
                          WHERE tenant = $1 AND ($2 IS NULL OR status = $3) AND ($4 IS NULL OR graph = $5)
-                           AND ($6 IS NULL OR created_at < $7 OR (created_at = $8 AND id < $9))
-                         ORDER BY created_at DESC, id DESC LIMIT $10"
+                           AND ($6 IS NULL OR thread_id = $7)
+                           AND ($8 IS NULL OR created_at < $9 OR (created_at = $10 AND id < $11))
+                         ORDER BY created_at DESC, id DESC LIMIT $12"
                     )))
                     .bind(&q.tenant)
                     .bind(status)
                     .bind(status)
                     .bind(q.graph.clone())
                     .bind(q.graph.clone())
+                    .bind(q.thread_id.clone())
+                    .bind(q.thread_id.clone())
                     .bind(after_at)
                     .bind(after_at)
                     .bind(after_at)

@@ -1,6 +1,7 @@
 //! The routes of DESIGN.md's API table.
 
 pub mod approvals;
+pub mod collections;
 pub mod events;
 pub mod graphs;
 pub mod health;
@@ -29,8 +30,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/approvals/{id}", get(approvals::get).post(approvals::decide))
         .route("/v1/threads/{id}/state", get(threads::state))
         .route("/v1/threads/{id}/history", get(threads::history))
+        .route("/v1/threads/{id}/fork", post(threads::fork))
         .route("/v1/graphs", get(graphs::list))
         .route("/v1/graphs/validate", post(graphs::validate))
+        .route("/v1/collections/{name}/documents", post(collections::add_documents))
+        .route("/v1/collections/{name}/query", post(collections::query))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -42,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
         })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .with_state(state)
 }

@@ -125,6 +125,7 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<S
 #[derive(Debug, Deserialize)]
 pub struct ListRuns {
     pub status: Option<String>,
+    pub thread_id: Option<String>,
     pub graph: Option<String>,
     pub limit: Option<u32>,
     pub cursor: Option<String>,
@@ -152,8 +153,11 @@ pub async fn list(
                 .ok_or_else(|| ApiError::invalid("`cursor` is not one this API gave out"))?,
         ),
     };
-    let runs =
-        state.store.queue.runs(&RunQuery { tenant: caller.tenant, status, graph: q.graph, limit, after }).await?;
+    let runs = state
+        .store
+        .queue
+        .runs(&RunQuery { tenant: caller.tenant, status, graph: q.graph, thread_id: q.thread_id, limit, after })
+        .await?;
     let next =
         (runs.len() == limit as usize).then(|| runs.last().map(|r| format!("{}_{}", r.created_at, r.id))).flatten();
     Ok(Json(json!({"runs": runs.iter().map(api::run).collect::<Vec<_>>(), "next_cursor": next})))

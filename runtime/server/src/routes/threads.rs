@@ -1,14 +1,16 @@
-//! `/v1/threads/{id}`: a thread's latest state and its history.
+//! `/v1/threads/{id}`: a thread's latest state, its history, and forks from it.
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use crewgraph_engine::api;
+use crewgraph_store::{Multitask, RunQuery, Submission, Submitted};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
-use crate::auth::Caller;
+use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::ApiQuery;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::state::AppState;
 
 async fn owned(state: &AppState, caller: &Caller, id: &str) -> ApiResult<()> {
@@ -40,4 +42,55 @@ pub async fn history(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let list = state.store.checkpointer.list(&id, Some(limit)).await?;
     Ok(Json(Value::Array(list.iter().map(api::checkpoint).collect())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForkBody {
+    pub checkpoint_id: String,
+    #[serde(default)]
+    pub patch: Map<String, Value>,
+}
+
+/// Time travel: a new thread from a checkpoint of this one, with `patch`
+/// applied to its state, and a queued run that continues it.
+pub async fn fork(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(Role::Submit)?;
+    let body: ForkBody = serde_json::from_value(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))?;
+    let checkpoint = uuid::Uuid::parse_str(&body.checkpoint_id).map_err(|_| {
+        ApiError::invalid("`checkpoint_id` is not a checkpoint id").details(json!({"path": "checkpoint_id"}))
+    })?;
+    let query =
+        RunQuery { tenant: caller.tenant.clone(), thread_id: Some(id.clone()), limit: 1, ..RunQuery::default() };
+    let latest =
+        state.store.queue.runs(&query).await?.into_iter().next().ok_or_else(|| ApiError::not_found("thread", &id))?;
+    let def = match state.definitions.get(&latest.graph) {
+        Some(Ok(def)) => def,
+        _ => return Err(ApiError::conflict("graph_unavailable", format!("graph `{}` is not loaded", latest.graph))),
+    };
+    let mut run =
+        state.runtime.fork_thread(def.graph.clone(), &id, checkpoint, body.patch, Some(def.file.clone())).await?;
+    run.tenant = caller.tenant.clone();
+    // The fork's own events (its checkpoint) come first in the new run's log.
+    state.recorder.flushed(std::time::Duration::from_secs(5)).await;
+    let submission = Submission {
+        run,
+        idempotency_key: None,
+        request_hash: String::new(),
+        webhook: None,
+        multitask: Multitask::Reject,
+        max_attempts: state.config.max_attempts,
+    };
+    match state.store.queue.submit(&submission).await? {
+        Submitted::Created(run) => {
+            state.wake.notify_waiters();
+            Ok((StatusCode::CREATED, Json(api::run(&run))))
+        }
+        other => Err(ApiError::conflict("thread_busy", format!("the forked thread is busy: {other:?}"))),
+    }
 }
