@@ -83,6 +83,8 @@ pub struct OpenAiServer {
     replies: Arc<Mutex<VecDeque<Reply>>>,
     /// Request bodies received, in order.
     pub requests: Arc<Mutex<Vec<Value>>>,
+    /// Request lines and headers received, in order (as sent, lowercase not applied).
+    pub heads: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -92,14 +94,15 @@ impl OpenAiServer {
         let port = listener.local_addr().expect("addr").port();
         let replies = Arc::new(Mutex::new(VecDeque::from(replies)));
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let (q, log) = (replies.clone(), requests.clone());
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let (q, log, head_log) = (replies.clone(), requests.clone(), heads.clone());
         let task = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
-                let (q, log) = (q.clone(), log.clone());
-                tokio::spawn(async move { serve(sock, q, log).await });
+                let (q, log, head_log) = (q.clone(), log.clone(), head_log.clone());
+                tokio::spawn(async move { serve(sock, q, log, head_log).await });
             }
         });
-        Self { base_url: format!("http://127.0.0.1:{port}/v1"), replies, requests, task }
+        Self { base_url: format!("http://127.0.0.1:{port}/v1"), replies, requests, heads, task }
     }
 
     pub fn push(&self, reply: Reply) {
@@ -117,7 +120,12 @@ impl Drop for OpenAiServer {
     }
 }
 
-async fn serve(mut sock: tokio::net::TcpStream, replies: Arc<Mutex<VecDeque<Reply>>>, log: Arc<Mutex<Vec<Value>>>) {
+async fn serve(
+    mut sock: tokio::net::TcpStream,
+    replies: Arc<Mutex<VecDeque<Reply>>>,
+    log: Arc<Mutex<Vec<Value>>>,
+    heads: Arc<Mutex<Vec<String>>>,
+) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let body = loop {
@@ -135,6 +143,7 @@ async fn serve(mut sock: tokio::net::TcpStream, replies: Arc<Mutex<VecDeque<Repl
                 })
                 .unwrap_or(0);
             if buf.len() >= end + 4 + len {
+                heads.lock().expect("lock").push(text[..end].to_string());
                 break String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
             }
         }

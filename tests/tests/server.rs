@@ -251,3 +251,73 @@ async fn rate_limits_per_key_in_redis() {
     rate_limited(Cli::new(&db.url).with_env("REDIS_URL", &redis_url()).with_env("CREWGRAPH_REDIS_PREFIX", &prefix))
         .await;
 }
+
+#[tokio::test]
+async fn webhooks_are_signed_retried_and_logged() {
+    use crewgraph_tests::openai_server::{OpenAiServer, Reply};
+    let receiver = OpenAiServer::start(vec![
+        Reply::error(500, None),
+        Reply::Json { status: 200, body: json!({}), headers: vec![] },
+        Reply::Json { status: 204, body: json!({}), headers: vec![] },
+    ])
+    .await;
+    let db = TestDb::new().await.unwrap();
+    let cli = Cli::new(&db.url).with_env("CREWGRAPH_WEBHOOK_SECRET", "s3cret");
+    let server = Server::start(&cli, &["--workers", "1"]);
+    let api = Api::new(&server.base, &make_key(&cli, "acme", "submit,approve"));
+
+    let (status, bad) =
+        api.post("/v1/runs", json!({"graph": "review-publish", "webhook": "ftp://example.com/hook"})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    let hook = format!("{}/hooks/crewgraph", receiver.base_url);
+    let (_, run) = api.post("/v1/runs", json!({"graph": "review-publish", "webhook": hook})).await;
+    let id = run["id"].as_str().unwrap().to_string();
+    let (_, waiting) = api.get(&format!("/v1/runs/{id}/wait?timeout_s=30")).await;
+    assert_eq!(waiting["status"], "waiting");
+    // approval.requested: refused once (500), delivered on the retry.
+    let delivered = |n: usize| {
+        let receiver = &receiver;
+        async move {
+            for _ in 0..200 {
+                if receiver.request_count() >= n {
+                    return true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            false
+        }
+    };
+    assert!(delivered(2).await, "approval.requested delivered after one retry");
+    let (_, pending) = api.get(&format!("/v1/approvals?status=pending&run_id={id}")).await;
+    api.post(&format!("/v1/approvals/{}", pending[0]["id"].as_str().unwrap()), json!({"action": "approve"})).await;
+    assert!(delivered(3).await, "run.succeeded delivered");
+
+    let bodies = receiver.requests.lock().unwrap().clone();
+    let heads = receiver.heads.lock().unwrap().clone();
+    assert_eq!(bodies[0]["event"], "approval.requested");
+    assert_eq!(bodies[1], bodies[0], "the retry sends the same delivery");
+    assert_eq!(bodies[1]["data"]["node"], "review");
+    assert_eq!(bodies[2]["event"], "run.succeeded");
+    assert_eq!(bodies[2]["run"]["output"]["published"], "First draft about durable agents");
+    // The signature covers the timestamp and the exact body.
+    for (head, body) in heads.iter().zip(&bodies) {
+        let sig = head
+            .lines()
+            .find_map(|l| l.to_lowercase().strip_prefix("x-crewgraph-signature:").map(|v| v.trim().to_string()))
+            .expect("signature header");
+        let t: i64 = sig.split(',').next().unwrap().trim_start_matches("t=").parse().unwrap();
+        assert_eq!(sig, crewgraph_server::webhooks::signature("s3cret", t, &body.to_string()));
+    }
+
+    let (_, log) = api.get(&format!("/v1/runs/{id}/webhooks")).await;
+    let log = log.as_array().unwrap();
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(
+        (log[0]["event"].as_str(), log[0]["status"].as_str(), log[0]["attempts"].as_i64()),
+        (Some("approval.requested"), Some("delivered"), Some(2))
+    );
+    assert_eq!(
+        (log[1]["event"].as_str(), log[1]["status"].as_str(), log[1]["last_status"].as_i64()),
+        (Some("run.succeeded"), Some("delivered"), Some(204))
+    );
+}

@@ -203,11 +203,13 @@ impl Runtime {
             }
             Err(EngineError::Storage(e)) => {
                 // The store is unreachable: the run keeps its last durable state
-                // and can be resumed; try to record the failure, but report the cause.
-                run.status = RunStatus::Failed;
-                run.error = json!({"message": format!("storage: {e}")});
-                let _ = self.runs.update_run(&run).await;
-                self.emit(Event::new("run.failed", &run.id, &run.thread_id).data(run.error.clone()));
+                // and its status (`running`), so a worker whose lease lapses, or
+                // `runs resume`, continues it once the store is back. Nothing failed
+                // in the run itself, so nothing is recorded as failed.
+                self.emit(
+                    Event::new("run.stalled", &run.id, &run.thread_id)
+                        .data(json!({"message": format!("storage: {e}")})),
+                );
                 return Err(EngineError::Storage(e));
             }
             Err(e) => {

@@ -24,6 +24,8 @@ pub struct ServerConfig {
     pub rate_per_s: f64,
     /// Burst per key (`CREWGRAPH_RATE_BURST`, default twice the rate).
     pub rate_burst: f64,
+    /// Signs webhook deliveries (`CREWGRAPH_WEBHOOK_SECRET`); without it runs cannot ask for webhooks.
+    pub webhook_secret: Option<String>,
     /// Longest `wait` (seconds).
     pub max_wait: Duration,
 }
@@ -54,6 +56,7 @@ impl ServerConfig {
             }),
             rate_per_s,
             rate_burst: env("CREWGRAPH_RATE_BURST", rate_per_s * 2.0),
+            webhook_secret: std::env::var("CREWGRAPH_WEBHOOK_SECRET").ok().filter(|s| !s.is_empty()),
             max_wait: Duration::from_secs(300),
         }
     }

@@ -11,6 +11,7 @@ pub mod extract;
 pub mod ratelimit;
 pub mod routes;
 pub mod state;
+pub mod webhooks;
 pub mod worker;
 
 use std::sync::Arc;
@@ -86,6 +87,9 @@ pub async fn run(
             if state.store.backend == "postgres" {
                 tokio::spawn(listen_for_runs(state.clone()));
             }
+            if let Some(secret) = &state.config.webhook_secret {
+                tokio::spawn(webhooks::deliver_loop(state.clone(), Arc::from(secret.as_str())));
+            }
             Some(tokio::spawn(worker::run_workers(state.clone(), state.config.workers, state.wake.clone())))
         }
     };
@@ -95,7 +99,6 @@ pub async fn run(
             .map_err(|source| ServerError::Bind { bind: state.config.bind.clone(), source })?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "listening");
-        eprintln!("crewgraph listening on http://{addr}");
         let shutdown = state.shutdown.clone();
         axum::serve(listener, routes::router(state.clone()))
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -76,6 +76,7 @@ async fn execute(state: &AppState, worker: &str, lease: Lease, hand_back: &Cance
     if run.status.is_terminal() {
         // Settled by a worker that died before releasing it, maybe before its last event was written.
         restore_last_event(state, &run).await;
+        crate::webhooks::on_settled(state, &run).await;
         release(state, &id, worker).await;
         return;
     }
@@ -116,11 +117,21 @@ async fn execute(state: &AppState, worker: &str, lease: Lease, hand_back: &Cance
     match outcome {
         Ok(Ok(run)) => {
             tracing::info!(status = run.status.as_str(), "run settled");
+            crate::webhooks::on_settled(state, &run).await;
             release(state, &id, worker).await;
         }
         Ok(Err(e)) => {
-            // The store failed under the run: leave the lease to expire and the run to be claimed again.
-            tracing::warn!(error = %e, "run stopped on an error; it will be claimed again");
+            // The store failed under the run. Hand it back as soon as the store
+            // answers again; if it does not within the lease, the lease lapses
+            // and any worker resumes the run from its last checkpoint.
+            tracing::warn!(error = %e, "run stopped on a storage error; handing it back when the store is back");
+            let deadline = tokio::time::Instant::now() + state.config.lease;
+            while tokio::time::Instant::now() < deadline && !state.shutdown.is_cancelled() {
+                if state.store.queue.hand_back(&id, worker).await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         }
         Err(Stopped::LeaseLost) => tracing::warn!("lease lost; another worker resumes the run"),
         Err(Stopped::HandedBack) => {
@@ -180,6 +191,7 @@ async fn fail(state: &AppState, mut run: Run, message: String) {
         return;
     }
     state.runtime.events.emit(Event::new("run.failed", &run.id, &run.thread_id).data(run.error.clone()));
+    crate::webhooks::on_settled(state, &run).await;
 }
 
 /// Gives the run back once its events are written: a worker that dies before

@@ -8,7 +8,7 @@ use crewgraph_engine::{Checkpointer, RunStore};
 use crate::error::StoreError;
 use crate::postgres::PgStore;
 use crate::redis::{HotCheckpointer, RedisCache};
-use crate::service::{EventLog, KeyStore, RunQueue};
+use crate::service::{EventLog, KeyStore, RunQueue, WebhookQueue};
 use crate::sqlite::SqliteStore;
 
 /// The embedded default: a SQLite file in `.crewgraph/` of the working directory.
@@ -24,6 +24,7 @@ pub struct Store {
     pub queue: Arc<dyn RunQueue>,
     pub events: Arc<dyn EventLog>,
     pub keys: Arc<dyn KeyStore>,
+    pub webhooks: Arc<dyn WebhookQueue>,
     pub backend: &'static str,
     /// Where it connected (Postgres workers LISTEN there for new runs).
     pub database_url: String,
@@ -34,37 +35,41 @@ impl Store {
     /// Connects to `database_url`, applies migrations, and puts the Redis hot
     /// tier in front when `redis_url` is given.
     pub async fn open(database_url: &str, redis_url: Option<&str>, redis_prefix: &str) -> Result<Self, StoreError> {
-        type Opened = (
-            Arc<dyn Checkpointer>,
-            Arc<dyn RunStore>,
-            Arc<dyn RunQueue>,
-            Arc<dyn EventLog>,
-            Arc<dyn KeyStore>,
-            &'static str,
-        );
-        let (checkpointer, runs, queue, events, keys, backend): Opened =
-            if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-                let pg = PgStore::connect(database_url, 32).await?;
-                pg.migrate().await?;
-                let pg = Arc::new(pg);
-                (pg.clone(), pg.clone(), pg.clone(), pg.clone(), pg, "postgres")
-            } else if database_url.starts_with("sqlite:") {
-                let lite = SqliteStore::connect(database_url).await?;
-                lite.migrate().await?;
-                let lite = Arc::new(lite);
-                (lite.clone(), lite.clone(), lite.clone(), lite.clone(), lite, "sqlite")
-            } else {
-                return Err(StoreError::UnsupportedUrl(database_url.to_string()));
-            };
-        let (checkpointer, redis) = match redis_url {
-            Some(url) => {
-                let cache = RedisCache::connect(url, redis_prefix).await?;
-                let hot: Arc<dyn Checkpointer> = Arc::new(HotCheckpointer::new(checkpointer, cache.clone()));
-                (hot, Some(cache))
-            }
-            None => (checkpointer, None),
+        let mut store = if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+            let pg = PgStore::connect(database_url, 32).await?;
+            pg.migrate().await?;
+            Self::of(Arc::new(pg), "postgres", database_url)
+        } else if database_url.starts_with("sqlite:") {
+            let lite = SqliteStore::connect(database_url).await?;
+            lite.migrate().await?;
+            Self::of(Arc::new(lite), "sqlite", database_url)
+        } else {
+            return Err(StoreError::UnsupportedUrl(database_url.to_string()));
         };
-        Ok(Self { checkpointer, runs, queue, events, keys, backend, database_url: database_url.to_string(), redis })
+        if let Some(url) = redis_url {
+            let cache = RedisCache::connect(url, redis_prefix).await?;
+            store.checkpointer = Arc::new(HotCheckpointer::new(store.checkpointer, cache.clone()));
+            store.redis = Some(cache);
+        }
+        Ok(store)
+    }
+
+    /// Every seam served by one backend.
+    fn of<B>(backend: Arc<B>, name: &'static str, database_url: &str) -> Self
+    where
+        B: Checkpointer + RunStore + RunQueue + EventLog + KeyStore + WebhookQueue + 'static,
+    {
+        Self {
+            checkpointer: backend.clone(),
+            runs: backend.clone(),
+            queue: backend.clone(),
+            events: backend.clone(),
+            keys: backend.clone(),
+            webhooks: backend,
+            backend: name,
+            database_url: database_url.to_string(),
+            redis: None,
+        }
     }
 
     /// Applies migrations only.

@@ -22,7 +22,7 @@ pub use error::StoreError;
 pub use postgres::PgStore;
 pub use redis::{HotCheckpointer, RedisCache};
 pub use service::{
-    ApiKey, ApprovalQuery, EventLog, Heartbeat, KeyStore, Lease, Multitask, QueueStats, RunQuery, RunQueue,
-    StoredEvent, Submission, Submitted,
+    ApiKey, ApprovalQuery, Attempt, Delivery, EventLog, Heartbeat, KeyStore, Lease, Multitask, QueueStats, RunQuery,
+    RunQueue, StoredEvent, Submission, Submitted, WebhookQueue,
 };
 pub use sqlite::SqliteStore;

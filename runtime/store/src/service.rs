@@ -161,3 +161,48 @@ pub trait KeyStore: Send + Sync {
     /// The live key with this hash.
     async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StorageError>;
 }
+
+/// A webhook call to make (or made): one row of the delivery log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub id: String,
+    pub run_id: String,
+    pub tenant: String,
+    pub url: String,
+    /// `run.succeeded`, `run.failed`, `run.cancelled` or `approval.requested`.
+    pub event: String,
+    pub body: serde_json::Value,
+    /// `pending`, `delivered` or `failed` (gave up).
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: i64,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempt {
+    Delivered {
+        status: i32,
+    },
+    /// Try again at `retry_at`, or give up when it is `None`.
+    Failed {
+        status: Option<i32>,
+        error: String,
+        retry_at: Option<i64>,
+    },
+}
+
+/// Webhook deliveries, sent at least once by whichever worker claims them.
+#[async_trait]
+pub trait WebhookQueue: Send + Sync {
+    async fn enqueue_delivery(&self, delivery: &Delivery) -> Result<(), StorageError>;
+    /// Leases up to `limit` due deliveries for `lease_ms`.
+    async fn claim_deliveries(&self, limit: u32, lease_ms: i64) -> Result<Vec<Delivery>, StorageError>;
+    async fn record_attempt(&self, id: &str, attempt: &Attempt) -> Result<(), StorageError>;
+    /// The delivery log of a run, oldest first.
+    async fn deliveries(&self, tenant: &str, run_id: &str) -> Result<Vec<Delivery>, StorageError>;
+}

@@ -494,6 +494,121 @@ macro_rules! impl_service {
                 }
             }
 
+            const DELIVERY_COLUMNS: &str = "id, run_id, tenant, url, event, body, status, attempts, next_attempt_at,
+                last_status, last_error, created_at, delivered_at";
+
+            fn delivery_from<R: Row>(r: &R) -> Result<Delivery, sqlx::Error>
+            where
+                for<'a> &'a str: sqlx::ColumnIndex<R>,
+                for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+                for<'a> Option<String>: sqlx::Decode<'a, R::Database>,
+                for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+                for<'a> Option<i64>: sqlx::Decode<'a, R::Database>,
+                for<'a> i32: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+                for<'a> Option<i32>: sqlx::Decode<'a, R::Database>,
+                for<'a> Json<serde_json::Value>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+            {
+                Ok(Delivery {
+                    id: r.try_get("id")?,
+                    run_id: r.try_get("run_id")?,
+                    tenant: r.try_get("tenant")?,
+                    url: r.try_get("url")?,
+                    event: r.try_get("event")?,
+                    body: r.try_get::<Json<serde_json::Value>, _>("body")?.0,
+                    status: r.try_get("status")?,
+                    attempts: r.try_get("attempts")?,
+                    next_attempt_at: r.try_get("next_attempt_at")?,
+                    last_status: r.try_get("last_status")?,
+                    last_error: r.try_get("last_error")?,
+                    created_at: r.try_get("created_at")?,
+                    delivered_at: r.try_get("delivered_at")?,
+                })
+            }
+
+            #[async_trait]
+            impl WebhookQueue for $store {
+                async fn enqueue_delivery(&self, d: &Delivery) -> Result<(), StorageError> {
+                    sqlx::query(
+                        "INSERT INTO webhook_deliveries (id, run_id, tenant, url, event, body, status, attempts,
+                                                         next_attempt_at, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .bind(&d.id)
+                    .bind(&d.run_id)
+                    .bind(&d.tenant)
+                    .bind(&d.url)
+                    .bind(&d.event)
+                    .bind(Json(&d.body))
+                    .bind(d.next_attempt_at)
+                    .bind(d.created_at)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db)?;
+                    sqlx::query($notify).bind(&d.run_id).execute(&self.pool).await.map_err(db)?;
+                    Ok(())
+                }
+
+                async fn claim_deliveries(&self, limit: u32, lease_ms: i64) -> Result<Vec<Delivery>, StorageError> {
+                    let now = crewgraph_engine::now_ms();
+                    let rows = sqlx::query(sql(format!(
+                        "UPDATE webhook_deliveries SET lease_expires_at = $1, attempts = attempts + 1
+                         WHERE id IN (
+                           SELECT id FROM webhook_deliveries
+                           WHERE status = 'pending' AND next_attempt_at <= $2
+                             AND (lease_expires_at IS NULL OR lease_expires_at < $3)
+                           ORDER BY next_attempt_at LIMIT $4 {}
+                         )
+                         RETURNING {DELIVERY_COLUMNS}",
+                        $skip_locked
+                    )))
+                    .bind(now + lease_ms)
+                    .bind(now)
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db)?;
+                    rows.iter().map(delivery_from).collect::<Result<_, _>>().map_err(db)
+                }
+
+                async fn record_attempt(&self, id: &str, attempt: &Attempt) -> Result<(), StorageError> {
+                    let now = crewgraph_engine::now_ms();
+                    let q = match attempt {
+                        Attempt::Delivered { status } => sqlx::query(
+                            "UPDATE webhook_deliveries SET status = 'delivered', last_status = $1, last_error = NULL,
+                               delivered_at = $2, lease_expires_at = NULL WHERE id = $3",
+                        )
+                        .bind(*status)
+                        .bind(now)
+                        .bind(id),
+                        Attempt::Failed { status, error, retry_at } => sqlx::query(
+                            "UPDATE webhook_deliveries SET status = $1, last_status = $2, last_error = $3,
+                               next_attempt_at = $4, lease_expires_at = NULL WHERE id = $5",
+                        )
+                        .bind(if retry_at.is_some() { "pending" } else { "failed" })
+                        .bind(*status)
+                        .bind(error.clone())
+                        .bind(retry_at.unwrap_or(now))
+                        .bind(id),
+                    };
+                    q.execute(&self.pool).await.map_err(db)?;
+                    Ok(())
+                }
+
+                async fn deliveries(&self, tenant: &str, run_id: &str) -> Result<Vec<Delivery>, StorageError> {
+                    let rows = sqlx::query(sql(format!(
+                        "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE tenant = $1 AND run_id = $2
+                         ORDER BY created_at, id"
+                    )))
+                    .bind(tenant)
+                    .bind(run_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db)?;
+                    rows.iter().map(delivery_from).collect::<Result<_, _>>().map_err(db)
+                }
+            }
+
             #[async_trait]
             impl KeyStore for $store {
                 async fn create_key(&self, key: &ApiKey, key_hash: &str) -> Result<(), StorageError> {

@@ -26,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs", post(runs::create).get(runs::list))
         .route("/v1/runs/{id}", get(runs::get))
         .route("/v1/runs/{id}/cancel", post(runs::cancel))
+        .route("/v1/runs/{id}/webhooks", get(runs::webhooks))
         .route("/v1/approvals", get(approvals::list))
         .route("/v1/approvals/{id}", get(approvals::get).post(approvals::decide))
         .route("/v1/threads/{id}/state", get(threads::state))

@@ -62,6 +62,11 @@ pub async fn create(
     {
         return Err(ApiError::invalid("`webhook` must be an http:// or https:// URL"));
     }
+    if req.webhook.is_some() && state.config.webhook_secret.is_none() {
+        return Err(ApiError::invalid(
+            "this server signs webhooks with CREWGRAPH_WEBHOOK_SECRET, which is not set: webhooks are off",
+        ));
+    }
     let def = match state.definitions.get(&req.graph) {
         None => {
             return Err(ApiError::new(
@@ -229,6 +234,14 @@ pub async fn cancel(State(state): State<AppState>, caller: Caller, Path(id): Pat
     let run = state.store.queue.cancel(&caller.tenant, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
     if run.status == RunStatus::Cancelled && before.status != RunStatus::Cancelled {
         state.runtime.events.emit(Event::new("run.cancelled", &run.id, &run.thread_id).data(run.error.clone()));
+        crate::webhooks::on_settled(&state, &run).await;
     }
     Ok(Json(api::run(&run)))
+}
+
+/// The run's webhook delivery log: every delivery with its attempts and last outcome.
+pub async fn webhooks(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    state.store.queue.run_of(&caller.tenant, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
+    let log = state.store.webhooks.deliveries(&caller.tenant, &id).await?;
+    Ok(Json(serde_json::to_value(log).unwrap_or_default()))
 }

@@ -1,0 +1,123 @@
+//! The service through a PostgreSQL restart and a Redis flush: not ready
+//! while the database is gone, ready again after, no run lost or repeated.
+
+use std::time::Duration;
+
+use crewgraph_tests::server::{Api, Server, make_key};
+use crewgraph_tests::{Cli, PgServer, RedisServer};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const CHAIN: &str = "name: counted-chain
+state:
+  log: { type: array, reducer: append }
+  waited: { type: object }
+entry: s0
+output: [log]
+nodes:
+  s0: { kind: tool, tool: sleep, args: { ms: 150 }, into: waited }
+  s1: { kind: set, values: { log: one } }
+  s2: { kind: tool, tool: sleep, args: { ms: 150 }, into: waited }
+  s3: { kind: set, values: { log: two } }
+  s4: { kind: tool, tool: sleep, args: { ms: 150 }, into: waited }
+  s5: { kind: set, values: { log: three } }
+  s6: { kind: tool, tool: sleep, args: { ms: 150 }, into: waited }
+  s7: { kind: set, values: { log: four } }
+edges:
+  - { from: s0, to: s1 }
+  - { from: s1, to: s2 }
+  - { from: s2, to: s3 }
+  - { from: s3, to: s4 }
+  - { from: s4, to: s5 }
+  - { from: s5, to: s6 }
+  - { from: s6, to: s7 }
+";
+
+async fn ready(api: &Api) -> StatusCode {
+    match api.http.get(format!("{}/readyz", api.base)).send().await {
+        Ok(r) => r.status(),
+        Err(_) => StatusCode::BAD_GATEWAY,
+    }
+}
+
+async fn until(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn submit(api: &Api, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let (status, run) = api.post("/v1/runs", json!({"graph": "counted-chain"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{run}");
+        ids.push(run["id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
+/// Every run succeeded with each step applied once: the log in order, one checkpoint per step.
+async fn all_exactly_once(api: &Api, ids: &[String]) {
+    until("every run to succeed", 90, async || {
+        let (status, page) = api.get("/v1/runs?status=succeeded&limit=500").await;
+        status == StatusCode::OK && page["runs"].as_array().map(Vec::len) == Some(ids.len())
+    })
+    .await;
+    for id in ids {
+        let (_, run) = api.get(&format!("/v1/runs/{id}")).await;
+        assert_eq!(run["output"]["log"], json!(["one", "two", "three", "four"]), "{run}");
+        let (_, history) = api.get(&format!("/v1/threads/{}/history", run["thread_id"].as_str().unwrap())).await;
+        let steps: Vec<i64> = history.as_array().unwrap().iter().map(|c| c["step"].as_i64().unwrap()).collect();
+        assert_eq!(steps, (0..9).rev().collect::<Vec<i64>>(), "input + 8 steps, none twice");
+    }
+}
+
+#[tokio::test]
+async fn a_postgres_restart_and_a_redis_flush_lose_no_run() {
+    let Some(pg) = PgServer::start() else {
+        eprintln!("skipped: no PostgreSQL server binaries under /usr/lib/postgresql");
+        return;
+    };
+    let redis = RedisServer::start();
+    let cli = Cli::new(&pg.url)
+        .with_env("REDIS_URL", &redis.url)
+        .with_env("CREWGRAPH_LEASE_S", "3")
+        .with_env("CREWGRAPH_RATE_LIMIT", "0");
+    cli.write("graphs/counted-chain.yaml", CHAIN);
+    let key = make_key(&cli, "acme", "submit");
+    let server = Server::start(&cli, &["--workers", "4"]);
+    let api = Api::new(&server.base, &key);
+    assert_eq!(ready(&api).await, StatusCode::OK);
+
+    let ids = submit(&api, 12).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pg.kill();
+    until("readyz to report the database gone", 15, async || ready(&api).await == StatusCode::SERVICE_UNAVAILABLE)
+        .await;
+    let (status, body) = api.get(&format!("/v1/runs/{}", ids[0])).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    pg.restart();
+    until("readyz to recover", 30, async || ready(&api).await == StatusCode::OK).await;
+    all_exactly_once(&api, &ids).await;
+
+    // Redis holds nothing Postgres does not: flushing it mid-run loses nothing.
+    let more = submit(&api, 6).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(redis.cli(&["FLUSHALL"]), "OK");
+    let mut all = ids.clone();
+    all.extend(more);
+    all_exactly_once(&api, &all).await;
+    let (_, metrics) = api.get("/metrics").await;
+    let metrics = match metrics {
+        Value::String(s) => s,
+        other => other.to_string(),
+    };
+    assert!(metrics.contains("crewgraph_runs{status=\"succeeded\"} 18"), "{metrics}");
+}
