@@ -119,6 +119,8 @@ impl Cli {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(crewgraph_bin());
         c.args(args).current_dir(&self.dir).env_remove("REDIS_URL").stdin(Stdio::null());
+        // Services log at `info`; tests show warnings unless CREWGRAPH_LOG says otherwise.
+        c.env("CREWGRAPH_LOG", std::env::var("CREWGRAPH_LOG").unwrap_or_else(|_| "warn".into()));
         for (k, v) in &self.env {
             c.env(k, v);
         }

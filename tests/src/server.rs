@@ -27,14 +27,7 @@ impl Server {
         let bind = format!("127.0.0.1:{port}");
         let mut all = vec!["serve", "--bind", &bind];
         all.extend_from_slice(args);
-        let log = std::env::var("CREWGRAPH_LOG").unwrap_or_else(|_| "warn".into());
-        let child = cli
-            .command(&all)
-            .env("CREWGRAPH_LOG", log)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn serve");
+        let child = cli.command(&all).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawn serve");
         let base = format!("http://{bind}");
         let up = wait_for(Duration::from_secs(30), || std::net::TcpStream::connect(&bind).is_ok());
         assert!(up, "crewgraph serve did not listen on {bind}");
