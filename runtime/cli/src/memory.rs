@@ -67,7 +67,7 @@ pub struct QueryArgs {
     #[arg(long)]
     pub token_budget: Option<usize>,
     /// How hybrid search combines its lists: reciprocal ranks or normalised scores.
-    #[arg(long, value_enum, default_value_t = FusionArg::Rrf)]
+    #[arg(long, value_enum, default_value_t = FusionArg::Relative)]
     pub fusion: FusionArg,
     /// Weight of the dense side in relative fusion (0.0 lexical only, 1.0 dense only).
     #[arg(long, default_value_t = 0.5)]

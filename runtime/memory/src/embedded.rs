@@ -38,6 +38,9 @@ const BACKEND: &str = "embedded";
 const OVERSAMPLE: usize = 16;
 /// Fewest candidates re-ranked, whatever the limit.
 const MIN_CANDIDATES: usize = 160;
+/// BM25 weight of a chunk's heading path against its text (1.0): a heading names
+/// what its whole section is about, as BM25F weighs title fields.
+const TITLE_WEIGHT: f32 = 2.0;
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS memory_collections (
@@ -674,14 +677,14 @@ impl VectorStore for EmbeddedStore {
         // Without a filter, rank inside FTS5 and fetch only the winners' rows.
         let sql = if filter.is_empty() {
             format!(
-                "SELECT {HIT_COLUMNS}, f.score FROM (SELECT rowid, -bm25({fts}) AS score FROM {fts}
-                 WHERE {fts} MATCH ? AND tenant = ? ORDER BY bm25({fts}) LIMIT {limit}) f
+                "SELECT {HIT_COLUMNS}, f.score FROM (SELECT rowid, -bm25({fts}, 1.0, {TITLE_WEIGHT}) AS score FROM {fts}
+                 WHERE {fts} MATCH ? AND tenant = ? ORDER BY bm25({fts}, 1.0, {TITLE_WEIGHT}) LIMIT {limit}) f
                  JOIN memory_chunks c ON c.id = f.rowid ORDER BY f.score DESC"
             )
         } else {
             format!(
-                "SELECT {HIT_COLUMNS}, -bm25({fts}) AS score FROM {fts} f JOIN memory_chunks c ON c.id = f.rowid
-                 WHERE {fts} MATCH ? AND f.tenant = ?{filter_clause} ORDER BY bm25({fts}) LIMIT {limit}"
+                "SELECT {HIT_COLUMNS}, -bm25({fts}, 1.0, {TITLE_WEIGHT}) AS score FROM {fts} f JOIN memory_chunks c ON c.id = f.rowid
+                 WHERE {fts} MATCH ? AND f.tenant = ?{filter_clause} ORDER BY bm25({fts}, 1.0, {TITLE_WEIGHT}) LIMIT {limit}"
             )
         };
         let mut q = sqlx::query(AssertSqlSafe(sql)).bind(expr).bind(tenant.to_string());

@@ -2,7 +2,7 @@
 //! keeps headings and paragraphs together, embedders (a local
 //! all-MiniLM-L6-v2 run by candle, or any OpenAI-compatible endpoint), the
 //! `VectorStore` seam with an embedded SQLite store and Qdrant, and hybrid
-//! retrieval (dense + BM25 fused by reciprocal rank fusion, MMR, budgets).
+//! retrieval (dense + BM25 fused by relative score or reciprocal rank fusion, MMR, budgets).
 
 pub mod bm25;
 pub mod chunk;
