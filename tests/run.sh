@@ -66,6 +66,14 @@ start_redis() {
 [ -n "${REDIS_URL:-}" ] || start_redis
 [ -n "${CREWGRAPH_LLM_URL:-}" ] || start_llm
 
+# openapi-spec-validator (PyPI) checks the server's /openapi.json in the server tests.
+spec_venv="${CREWGRAPH_CACHE:-$HOME/.cache/crewgraph}/spec-validator"
+if [ ! -x "$spec_venv/bin/openapi-spec-validator" ]; then
+  { python3 -m venv "$spec_venv" && "$spec_venv/bin/pip" install -q openapi-spec-validator >&2; } ||
+    echo "warning: could not install openapi-spec-validator; the OpenAPI check will say it skipped" >&2
+fi
+[ -x "$spec_venv/bin/openapi-spec-validator" ] && export CREWGRAPH_OPENAPI_VALIDATOR="$spec_venv/bin/openapi-spec-validator"
+
 # The end-to-end tests drive the real binary.
 cargo build --locked -p crewgraph-cli
 export CREWGRAPH_BIN="${CARGO_TARGET_DIR:-target}/debug/crewgraph"

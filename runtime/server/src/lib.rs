@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 pub mod state;

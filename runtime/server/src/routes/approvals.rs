@@ -12,13 +12,16 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListApprovals {
     pub status: Option<String>,
     pub run_id: Option<String>,
     pub graph: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/approvals", operation_id = "list_approvals", tag = "approvals", params(ListApprovals),
+    responses((status = 200, body = Vec<crate::openapi::ApprovalDoc>)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -39,6 +42,8 @@ pub async fn list(
     Ok(Json(Value::Array(approvals.iter().map(api::approval).collect())))
 }
 
+#[utoipa::path(get, path = "/v1/approvals/{id}", operation_id = "get_approval", tag = "approvals", params(("id" = String, Path)),
+    responses((status = 200, body = crate::openapi::ApprovalDoc), (status = 404, body = crate::openapi::ErrorDoc)))]
 pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let approval = state
         .store
@@ -49,16 +54,25 @@ pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<S
     Ok(Json(api::approval(&approval)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecideBody {
+    /// `approve`, `reject`, `edit` or `respond`.
     pub action: String,
+    /// The edited output (`edit`) or the answer (`respond`).
     pub value: Option<Value>,
     pub comment: Option<String>,
 }
 
 /// Records the decision (exactly one wins: the others get 409) and puts the
 /// run back on the queue once nothing else of it is pending.
+#[utoipa::path(post, path = "/v1/approvals/{id}", operation_id = "decide_approval", tag = "approvals", params(("id" = String, Path)),
+    request_body = DecideBody,
+    responses((status = 200, description = "decided; the run resumes", body = crate::openapi::ApprovalDoc),
+              (status = 403, description = "the key lacks `approve`", body = crate::openapi::ErrorDoc),
+              (status = 404, body = crate::openapi::ErrorDoc),
+              (status = 409, description = "already decided, or expired", body = crate::openapi::ErrorDoc),
+              (status = 422, description = "an action the approval does not allow", body = crate::openapi::ErrorDoc)))]
 pub async fn decide(
     State(state): State<AppState>,
     caller: Caller,

@@ -28,7 +28,7 @@ fn memory_error(e: MemoryError) -> ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DocumentIn {
     /// Names the document within the collection: the same source again replaces its chunks.
@@ -38,7 +38,7 @@ pub struct DocumentIn {
     pub metadata: Map<String, Value>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddDocuments {
     pub documents: Vec<DocumentIn>,
@@ -46,6 +46,11 @@ pub struct AddDocuments {
 
 /// Chunks, embeds and stores each document for the caller's tenant;
 /// answers what changed per source.
+#[utoipa::path(post, path = "/v1/collections/{name}/documents", operation_id = "add_documents", tag = "collections", params(("name" = String, Path)),
+    request_body = AddDocuments,
+    responses((status = 201, description = "per source: chunk `ids`, `added`, `unchanged`, `removed`", body = Object),
+              (status = 409, description = "the collection holds another embedding model", body = crate::openapi::ErrorDoc),
+              (status = 422, body = crate::openapi::ErrorDoc)))]
 pub async fn add_documents(
     State(state): State<AppState>,
     caller: Caller,
@@ -77,6 +82,10 @@ pub async fn add_documents(
 }
 
 /// A search of the caller's tenant's chunks (the body's `tenant`, if any, is ignored).
+#[utoipa::path(post, path = "/v1/collections/{name}/query", operation_id = "query_collection", tag = "collections", params(("name" = String, Path)),
+    request_body(content = Object, description = "`query`, `top_k`, `filter`, `mode`, `fusion`, `alpha`, `score_threshold`, `mmr_lambda`, `token_budget`"),
+    responses((status = 200, description = "`results`: chunks with `source`, `text`, `score`", body = Object),
+              (status = 404, body = crate::openapi::ErrorDoc), (status = 422, body = crate::openapi::ErrorDoc)))]
 pub async fn query(
     State(state): State<AppState>,
     caller: Caller,

@@ -26,11 +26,17 @@ use crate::state::AppState;
 const POLL: Duration = Duration::from_millis(500);
 const PAGE: u32 = 256;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct StreamQuery {
+    /// Start after this event id (like `Last-Event-ID`).
     pub after: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/v1/runs/{id}/events", operation_id = "stream_run_events", tag = "runs",
+    params(("id" = String, Path, description = "run id"), ("Last-Event-ID" = Option<String>, Header, description = "resume after this event"), StreamQuery),
+    responses((status = 200, description = "server-sent events: `run.*`, `node.*`, `approval.*`, ...", content_type = "text/event-stream", body = String),
+              (status = 404, body = crate::openapi::ErrorDoc)))]
 pub async fn stream(
     State(state): State<AppState>,
     caller: Caller,

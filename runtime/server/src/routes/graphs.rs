@@ -9,6 +9,8 @@ use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
+#[utoipa::path(get, path = "/v1/graphs", operation_id = "list_graphs", tag = "graphs",
+    responses((status = 200, description = "name, description, inputs, channels and nodes of each", body = Vec<Object>)))]
 pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
     let mut graphs = Vec::new();
     for name in state.definitions.names() {
@@ -29,6 +31,10 @@ pub async fn list(State(state): State<AppState>, _caller: Caller) -> ApiResult<J
 
 /// Validates a YAML (or JSON, which is YAML) definition sent as the body:
 /// `{"valid": true, "name"}` or 422 with every error's line and column.
+#[utoipa::path(post, path = "/v1/graphs/validate", operation_id = "validate_graph", tag = "graphs",
+    request_body(content = String, content_type = "application/yaml"),
+    responses((status = 200, description = "`{\"valid\": true, \"name\"}`", body = Object),
+              (status = 422, description = "every error with line and column in `details.errors`", body = crate::openapi::ErrorDoc)))]
 pub async fn validate(State(state): State<AppState>, _caller: Caller, body: String) -> ApiResult<Json<Value>> {
     if body.trim().is_empty() {
         return Err(ApiError::bad_request("send the definition (YAML or JSON) as the request body"));

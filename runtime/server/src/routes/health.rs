@@ -10,11 +10,15 @@ use serde_json::json;
 
 use crate::state::AppState;
 
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations", security(()), responses((status = 200, body = Object)))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
 /// Ready when the database answers (and Redis, when configured).
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations", security(()),
+    responses((status = 200, description = "database (and Redis) reachable", body = Object),
+              (status = 503, description = "not ready", body = Object)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let database = match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.queue.stats()).await {
         Ok(Ok(_)) => Ok(()),
@@ -43,6 +47,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// Prometheus text exposition: runs by status, queue depth and age, pending approvals.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations", security(()),
+    responses((status = 200, description = "Prometheus text", content_type = "text/plain", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut out = String::new();
     let counts = state.store.queue.status_counts().await;

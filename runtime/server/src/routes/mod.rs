@@ -8,46 +8,65 @@ pub mod health;
 pub mod runs;
 pub mod threads;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::http::{StatusCode, header};
+use axum::routing::get;
 use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::ApiError;
+use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
+    let (router, _) = router_and_document(state);
+    router
+}
+
+/// The routes and the OpenAPI document describing exactly them.
+pub fn router_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let timeout = TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, state.config.request_timeout);
     // Streams and waits carry their own time limits.
-    let long =
-        Router::new().route("/v1/runs/{id}/events", get(events::stream)).route("/v1/runs/{id}/wait", get(runs::wait));
-    let api = Router::new()
-        .route("/v1/runs", post(runs::create).get(runs::list))
-        .route("/v1/runs/{id}", get(runs::get))
-        .route("/v1/runs/{id}/cancel", post(runs::cancel))
-        .route("/v1/runs/{id}/webhooks", get(runs::webhooks))
-        .route("/v1/approvals", get(approvals::list))
-        .route("/v1/approvals/{id}", get(approvals::get).post(approvals::decide))
-        .route("/v1/threads/{id}/state", get(threads::state))
-        .route("/v1/threads/{id}/history", get(threads::history))
-        .route("/v1/threads/{id}/fork", post(threads::fork))
-        .route("/v1/graphs", get(graphs::list))
-        .route("/v1/graphs/validate", post(graphs::validate))
-        .route("/v1/collections/{name}/documents", post(collections::add_documents))
-        .route("/v1/collections/{name}/query", post(collections::query))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+    let long = OpenApiRouter::new().routes(routes!(events::stream)).routes(routes!(runs::wait));
+    let api = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(runs::create, runs::list))
+        .routes(routes!(runs::get))
+        .routes(routes!(runs::cancel))
+        .routes(routes!(runs::webhooks))
+        .routes(routes!(approvals::list))
+        .routes(routes!(approvals::get, approvals::decide))
+        .routes(routes!(threads::state))
+        .routes(routes!(threads::history))
+        .routes(routes!(threads::fork))
+        .routes(routes!(graphs::list))
+        .routes(routes!(graphs::validate))
+        .routes(routes!(collections::add_documents))
+        .routes(routes!(collections::query))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
         .layer(timeout);
-    Router::new()
-        .merge(api)
-        .merge(long)
+    let (router, document) = api.merge(long).split_for_parts();
+    let json: Arc<str> = Arc::from(document.to_pretty_json().unwrap_or_default());
+    let router = router
+        .route(
+            "/openapi.json",
+            get(move || {
+                let json = json.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], json.to_string()) }
+            }),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
         })
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .with_state(state)
+        .with_state(state);
+    (router, document)
 }

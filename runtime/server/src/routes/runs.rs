@@ -17,7 +17,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRun {
     pub graph: String,
@@ -26,8 +26,9 @@ pub struct CreateRun {
     pub thread_id: Option<String>,
     pub idempotency_key: Option<String>,
     pub webhook: Option<String>,
-    /// What to do when the thread already has an active run.
+    /// What to do when the thread already has an active run: `reject` (409), `enqueue`, `interrupt`.
     #[serde(default)]
+    #[schema(value_type = Option<String>, example = "reject")]
     pub multitask_strategy: Multitask,
 }
 
@@ -38,6 +39,17 @@ fn check_id(what: &str, id: &str) -> ApiResult<()> {
     Ok(())
 }
 
+#[utoipa::path(post, path = "/v1/runs", operation_id = "create_run", tag = "runs", request_body = CreateRun,
+    params(("Idempotency-Key" = Option<String>, Header, description = "the same as `idempotency_key`")),
+    responses(
+        (status = 201, description = "queued", body = crate::openapi::RunDoc),
+        (status = 200, description = "the run an earlier request with this idempotency key and body made", body = crate::openapi::RunDoc),
+        (status = 400, description = "malformed JSON", body = crate::openapi::ErrorDoc),
+        (status = 403, description = "the key lacks `submit`", body = crate::openapi::ErrorDoc),
+        (status = 404, description = "unknown graph", body = crate::openapi::ErrorDoc),
+        (status = 409, description = "idempotency key reused with another body, or the thread is busy", body = crate::openapi::ErrorDoc),
+        (status = 413, description = "body over the limit", body = crate::openapi::ErrorDoc),
+        (status = 422, description = "invalid input (`details.path`)", body = crate::openapi::ErrorDoc)))]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -122,12 +134,15 @@ pub async fn create(
     }
 }
 
+#[utoipa::path(get, path = "/v1/runs/{id}", operation_id = "get_run", tag = "runs", params(("id" = String, Path, description = "run id")),
+    responses((status = 200, body = crate::openapi::RunDoc), (status = 404, body = crate::openapi::ErrorDoc)))]
 pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let run = state.store.queue.run_of(&caller.tenant, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
     Ok(Json(api::run(&run)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListRuns {
     pub status: Option<String>,
     pub thread_id: Option<String>,
@@ -136,6 +151,8 @@ pub struct ListRuns {
     pub cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/runs", operation_id = "list_runs", tag = "runs", params(ListRuns),
+    responses((status = 200, body = crate::openapi::RunPageDoc), (status = 422, body = crate::openapi::ErrorDoc)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -168,13 +185,17 @@ pub async fn list(
     Ok(Json(json!({"runs": runs.iter().map(api::run).collect::<Vec<_>>(), "next_cursor": next})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     pub timeout_s: Option<f64>,
 }
 
 /// Answers once the run is terminal or waits for a decision, or when the
 /// timeout passes (then with the run as it is).
+#[utoipa::path(get, path = "/v1/runs/{id}/wait", operation_id = "wait_for_run", tag = "runs", params(("id" = String, Path, description = "run id"), WaitQuery),
+    responses((status = 200, description = "over, waiting for a decision, or as it is at the timeout", body = crate::openapi::RunDoc),
+              (status = 404, body = crate::openapi::ErrorDoc)))]
 pub async fn wait(
     State(state): State<AppState>,
     caller: Caller,
@@ -228,6 +249,9 @@ pub async fn wait_for(wake: &mut tokio::sync::broadcast::Receiver<std::sync::Arc
     }
 }
 
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", operation_id = "cancel_run", tag = "runs", params(("id" = String, Path, description = "run id")),
+    responses((status = 200, description = "cancelled, or running until the worker's next heartbeat", body = crate::openapi::RunDoc),
+              (status = 404, body = crate::openapi::ErrorDoc)))]
 pub async fn cancel(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     caller.require(Role::Submit)?;
     let before = state.store.queue.run_of(&caller.tenant, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
@@ -240,6 +264,9 @@ pub async fn cancel(State(state): State<AppState>, caller: Caller, Path(id): Pat
 }
 
 /// The run's webhook delivery log: every delivery with its attempts and last outcome.
+#[utoipa::path(get, path = "/v1/runs/{id}/webhooks", operation_id = "run_webhooks", tag = "runs", params(("id" = String, Path, description = "run id")),
+    responses((status = 200, description = "deliveries with their attempts and last outcome", body = Vec<Object>),
+              (status = 404, body = crate::openapi::ErrorDoc)))]
 pub async fn webhooks(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     state.store.queue.run_of(&caller.tenant, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
     let log = state.store.webhooks.deliveries(&caller.tenant, &id).await?;

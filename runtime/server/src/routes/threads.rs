@@ -21,17 +21,22 @@ async fn owned(state: &AppState, caller: &Caller, id: &str) -> ApiResult<()> {
     }
 }
 
+#[utoipa::path(get, path = "/v1/threads/{id}/state", operation_id = "thread_state", tag = "threads", params(("id" = String, Path)),
+    responses((status = 200, description = "the latest checkpoint", body = crate::openapi::CheckpointDoc), (status = 404, body = crate::openapi::ErrorDoc)))]
 pub async fn state(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     owned(&state, &caller, &id).await?;
     let latest = state.store.checkpointer.get(&id, None).await?.ok_or_else(|| ApiError::not_found("thread", &id))?;
     Ok(Json(api::checkpoint(&latest)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     pub limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/v1/threads/{id}/history", operation_id = "thread_history", tag = "threads", params(("id" = String, Path), HistoryQuery),
+    responses((status = 200, description = "checkpoints, newest first", body = Vec<crate::openapi::CheckpointDoc>), (status = 404, body = crate::openapi::ErrorDoc)))]
 pub async fn history(
     State(state): State<AppState>,
     caller: Caller,
@@ -44,7 +49,7 @@ pub async fn history(
     Ok(Json(Value::Array(list.iter().map(api::checkpoint).collect())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForkBody {
     pub checkpoint_id: String,
@@ -54,6 +59,9 @@ pub struct ForkBody {
 
 /// Time travel: a new thread from a checkpoint of this one, with `patch`
 /// applied to its state, and a queued run that continues it.
+#[utoipa::path(post, path = "/v1/threads/{id}/fork", operation_id = "fork_thread", tag = "threads", params(("id" = String, Path)),
+    request_body = ForkBody,
+    responses((status = 201, description = "a new thread and its queued run", body = crate::openapi::RunDoc), (status = 404, body = crate::openapi::ErrorDoc)))]
 pub async fn fork(
     State(state): State<AppState>,
     caller: Caller,
