@@ -7,29 +7,7 @@ use std::time::Duration;
 use crewgraph_tests::{Cli, PgServer, stderr, wait_for};
 use serde_json::Value;
 
-const CHAIN: &str = "name: counted-chain
-state:
-  log: { type: array, reducer: append }
-  waited: { type: object }
-entry: s0
-nodes:
-  s0: { kind: tool, tool: sleep, args: { ms: 150 }, into: waited }
-  s1: { kind: set, values: { log: one } }
-  s2: { kind: tool, tool: sleep, args: { ms: 150 }, into: waited }
-  s3: { kind: set, values: { log: two } }
-  s4: { kind: tool, tool: sleep, args: { ms: 150 }, into: waited }
-  s5: { kind: set, values: { log: three } }
-  s6: { kind: tool, tool: sleep, args: { ms: 150 }, into: waited }
-  s7: { kind: set, values: { log: four } }
-edges:
-  - { from: s0, to: s1 }
-  - { from: s1, to: s2 }
-  - { from: s2, to: s3 }
-  - { from: s3, to: s4 }
-  - { from: s4, to: s5 }
-  - { from: s5, to: s6 }
-  - { from: s6, to: s7 }
-";
+const CHAIN: &str = include_str!("../fixtures/counted-chain.yaml");
 
 #[tokio::test]
 async fn a_database_crash_mid_run_loses_nothing_and_the_run_resumes() {

@@ -8,30 +8,7 @@ use crewgraph_tests::{Cli, PgServer, RedisServer};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const CHAIN: &str = "name: counted-chain
-state:
-  log: { type: array, reducer: append }
-  waited: { type: object }
-entry: s0
-output: [log]
-nodes:
-  s0: { kind: tool, tool: sleep, args: { ms: 150 }, into: waited }
-  s1: { kind: set, values: { log: one } }
-  s2: { kind: tool, tool: sleep, args: { ms: 150 }, into: waited }
-  s3: { kind: set, values: { log: two } }
-  s4: { kind: tool, tool: sleep, args: { ms: 150 }, into: waited }
-  s5: { kind: set, values: { log: three } }
-  s6: { kind: tool, tool: sleep, args: { ms: 150 }, into: waited }
-  s7: { kind: set, values: { log: four } }
-edges:
-  - { from: s0, to: s1 }
-  - { from: s1, to: s2 }
-  - { from: s2, to: s3 }
-  - { from: s3, to: s4 }
-  - { from: s4, to: s5 }
-  - { from: s5, to: s6 }
-  - { from: s6, to: s7 }
-";
+const CHAIN: &str = include_str!("../fixtures/counted-chain.yaml");
 
 async fn ready(api: &Api) -> StatusCode {
     match api.http.get(format!("{}/readyz", api.base)).send().await {

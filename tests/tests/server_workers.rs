@@ -7,26 +7,7 @@ use crewgraph_tests::{Cli, TestDb};
 use reqwest::StatusCode;
 use serde_json::json;
 
-const FIVE_STEPS: &str = r#"
-name: five-steps
-state:
-  n: { type: integer }
-  log: { type: array, reducer: append }
-entry: s1
-output: [log]
-nodes:
-  s1: { kind: set, values: { log: "s1" } }
-  s2: { kind: set, values: { log: "s2" } }
-  s3: { kind: set, values: { log: "s3" } }
-  s4: { kind: set, values: { log: "s4" } }
-  s5: { kind: set, values: { log: "s5" } }
-edges:
-  - { from: s1, to: s2 }
-  - { from: s2, to: s3 }
-  - { from: s3, to: s4 }
-  - { from: s4, to: s5 }
-  - { from: s5, to: END }
-"#;
+const FIVE_STEPS: &str = include_str!("../fixtures/five-steps.yaml");
 
 #[tokio::test]
 async fn a_killed_worker_loses_no_run_and_repeats_no_checkpointed_step() {

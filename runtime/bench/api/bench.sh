@@ -3,7 +3,7 @@
 #
 #   runtime/bench/api/bench.sh [DATABASE_URL]      (default: the machine's PostgreSQL, a fresh database)
 #
-# B1 run creation: POST /v1/runs for 10 s from 64 connections (API only, no workers):
+# B1 run creation: POST /v1/runs for 10 s from 16 and from 64 connections (API only, no workers):
 #    requests/s and the latency distribution.
 # B2 end to end: 2,000 runs of a 5-step graph without a model, submitted at once,
 #    executed by 2 worker processes (4 slots each): runs/s from the first submission
@@ -30,25 +30,7 @@ cleanup() {
 trap cleanup EXIT
 
 mkdir -p "$WORK/graphs"
-cat > "$WORK/graphs/five-steps.yaml" <<'YAML'
-name: five-steps
-state:
-  log: { type: array, reducer: append }
-entry: s1
-output: [log]
-nodes:
-  s1: { kind: set, values: { log: "s1" } }
-  s2: { kind: set, values: { log: "s2" } }
-  s3: { kind: set, values: { log: "s3" } }
-  s4: { kind: set, values: { log: "s4" } }
-  s5: { kind: set, values: { log: "s5" } }
-edges:
-  - { from: s1, to: s2 }
-  - { from: s2, to: s3 }
-  - { from: s3, to: s4 }
-  - { from: s4, to: s5 }
-  - { from: s5, to: END }
-YAML
+cp "$REPO/tests/fixtures/five-steps.yaml" "$WORK/graphs/"
 cd "$WORK"
 export CREWGRAPH_DEFINITIONS="$WORK/graphs" CREWGRAPH_RATE_LIMIT=0 CREWGRAPH_LOG=warn
 KEY=$("$BIN" keys create --tenant bench --roles submit)
@@ -64,8 +46,10 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $KEY"
 wrk.body = '{"graph": "five-steps", "input": {}}'
 LUA
-echo "== B1 run creation (POST /v1/runs, 64 connections, 10 s, API only)"
-wrk -t2 -c64 -d10s --latency -s "$WORK/post.lua" "$API/v1/runs" | sed -n '/Latency Distribution/,$p'
+for c in 16 64; do
+  echo "== B1 run creation (POST /v1/runs, $c connections, 10 s, API only)"
+  wrk -t1 -c"$c" -d10s --latency -s "$WORK/post.lua" "$API/v1/runs" | sed -n '/Latency Distribution/,$p'
+done
 
 echo "== B2 end to end: 2,000 five-step runs through the API, 2 worker processes x 4 slots"
 psql "$DATABASE_URL" -qc "UPDATE runs SET status = 'cancelled', queue_state = NULL WHERE status = 'queued'" >/dev/null

@@ -45,13 +45,13 @@ pub async fn list(
 #[utoipa::path(get, path = "/v1/approvals/{id}", operation_id = "get_approval", tag = "approvals", params(("id" = String, Path)),
     responses((status = 200, body = crate::openapi::ApprovalDoc), (status = 404, body = crate::openapi::ErrorDoc)))]
 pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let approval = state
-        .store
-        .queue
-        .approval_of(&caller.tenant, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("approval", &id))?;
+    let approval = approval_for(&state, &caller, &id).await?;
     Ok(Json(api::approval(&approval)))
+}
+
+/// The caller's tenant's approval, or 404.
+async fn approval_for(state: &AppState, caller: &Caller, id: &str) -> ApiResult<crewgraph_engine::Approval> {
+    state.store.queue.approval_of(&caller.tenant, id).await?.ok_or_else(|| ApiError::not_found("approval", id))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -88,12 +88,7 @@ pub async fn decide(
     if matches!(action, DecisionAction::Edit | DecisionAction::Respond) && body.value.is_none() {
         return Err(ApiError::invalid(format!("`{}` needs a `value`", body.action)).details(json!({"path": "value"})));
     }
-    let approval = state
-        .store
-        .queue
-        .approval_of(&caller.tenant, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("approval", &id))?;
+    let approval = approval_for(&state, &caller, &id).await?;
     if let Some(expires) = approval.expires_at
         && approval.status == ApprovalStatus::Pending
         && expires < crewgraph_engine::now_ms()

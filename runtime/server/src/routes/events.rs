@@ -44,7 +44,7 @@ pub async fn stream(
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
-    state.store.queue.run_of(&caller.tenant, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
+    crate::routes::runs::run_for(&state, &caller, &id).await?;
     let header = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let after = match header {
         Some(h) => h.trim().parse::<i64>().map_err(|_| ApiError::bad_request("Last-Event-ID must be an event id"))?,

@@ -134,10 +134,15 @@ pub async fn create(
     }
 }
 
+/// The caller's tenant's run, or 404 (another tenant's run is as unknown as a missing one).
+pub(crate) async fn run_for(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Run> {
+    state.store.queue.run_of(&caller.tenant, id).await?.ok_or_else(|| ApiError::not_found("run", id))
+}
+
 #[utoipa::path(get, path = "/v1/runs/{id}", operation_id = "get_run", tag = "runs", params(("id" = String, Path, description = "run id")),
     responses((status = 200, body = crate::openapi::RunDoc), (status = 404, body = crate::openapi::ErrorDoc)))]
 pub async fn get(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let run = state.store.queue.run_of(&caller.tenant, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
+    let run = run_for(&state, &caller, &id).await?;
     Ok(Json(api::run(&run)))
 }
 
@@ -206,8 +211,7 @@ pub async fn wait(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut wake = state.bus.subscribe();
     loop {
-        let run =
-            state.store.queue.run_of(&caller.tenant, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
+        let run = run_for(&state, &caller, &id).await?;
         if run.status.is_terminal() || tokio::time::Instant::now() >= deadline || asks_someone(&state, &run).await? {
             return Ok(Json(api::run(&run)));
         }
@@ -254,7 +258,7 @@ pub async fn wait_for(wake: &mut tokio::sync::broadcast::Receiver<std::sync::Arc
               (status = 404, body = crate::openapi::ErrorDoc)))]
 pub async fn cancel(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     caller.require(Role::Submit)?;
-    let before = state.store.queue.run_of(&caller.tenant, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
+    let before = run_for(&state, &caller, &id).await?;
     let run = state.store.queue.cancel(&caller.tenant, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
     if run.status == RunStatus::Cancelled && before.status != RunStatus::Cancelled {
         state.runtime.events.emit(Event::new("run.cancelled", &run.id, &run.thread_id).data(run.error.clone()));
@@ -268,7 +272,7 @@ pub async fn cancel(State(state): State<AppState>, caller: Caller, Path(id): Pat
     responses((status = 200, description = "deliveries with their attempts and last outcome", body = Vec<Object>),
               (status = 404, body = crate::openapi::ErrorDoc)))]
 pub async fn webhooks(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    state.store.queue.run_of(&caller.tenant, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
+    run_for(&state, &caller, &id).await?;
     let log = state.store.webhooks.deliveries(&caller.tenant, &id).await?;
     Ok(Json(serde_json::to_value(log).unwrap_or_default()))
 }
