@@ -97,4 +97,6 @@ async fn a_postgres_restart_and_a_redis_flush_lose_no_run() {
         other => other.to_string(),
     };
     assert!(metrics.contains("crewgraph_runs{status=\"succeeded\"} 18"), "{metrics}");
+    assert!(metrics.contains("crewgraph_approvals_pending 0"), "{metrics}");
+    assert!(metrics.contains("crewgraph_step_duration_seconds_bucket{le=\"0.25\"}"), "{metrics}");
 }

@@ -35,8 +35,13 @@ async fn a_killed_worker_loses_no_run_and_repeats_no_checkpointed_step() {
             .unwrap()
     };
     let mut doomed = cli.command(&["worker", "--workers", "4"]).env("CREWGRAPH_WORKER_NAME", "doomed").spawn().unwrap();
-    let mut survivor =
-        cli.command(&["worker", "--workers", "4"]).env("CREWGRAPH_WORKER_NAME", "survivor").spawn().unwrap();
+    let metrics_bind = format!("127.0.0.1:{}", crewgraph_tests::server::free_port());
+    let mut survivor = cli
+        .command(&["worker", "--workers", "4"])
+        .env("CREWGRAPH_WORKER_NAME", "survivor")
+        .env("CREWGRAPH_METRICS_BIND", &metrics_bind)
+        .spawn()
+        .unwrap();
     for _ in 0..600 {
         if succeeded().await >= 20 {
             break;
@@ -64,6 +69,14 @@ async fn a_killed_worker_loses_no_run_and_repeats_no_checkpointed_step() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A worker-only process serves its own metrics.
+    let metrics = api.http.get(format!("http://{metrics_bind}/metrics")).send().await.unwrap().text().await.unwrap();
+    let settled = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("crewgraph_runs_settled_total{outcome=\"succeeded\"} "))
+        .and_then(|n| n.parse::<i64>().ok())
+        .unwrap_or(0);
+    assert!(settled > 0, "{metrics}");
     // SIGTERM: the survivor shuts down gracefully, writing the events it holds.
     std::process::Command::new("kill").args(["-TERM", &survivor.id().to_string()]).status().unwrap();
     survivor.wait().unwrap();

@@ -26,6 +26,8 @@ pub struct ServerConfig {
     pub rate_burst: f64,
     /// Signs webhook deliveries (`CREWGRAPH_WEBHOOK_SECRET`); without it runs cannot ask for webhooks.
     pub webhook_secret: Option<String>,
+    /// Where `crewgraph worker` serves `/metrics`, `/healthz` and `/readyz` (`CREWGRAPH_METRICS_BIND`; off by default).
+    pub metrics_bind: Option<String>,
     /// Longest `wait` (seconds).
     pub max_wait: Duration,
 }
@@ -57,6 +59,7 @@ impl ServerConfig {
             rate_per_s,
             rate_burst: env("CREWGRAPH_RATE_BURST", rate_per_s * 2.0),
             webhook_secret: std::env::var("CREWGRAPH_WEBHOOK_SECRET").ok().filter(|s| !s.is_empty()),
+            metrics_bind: std::env::var("CREWGRAPH_METRICS_BIND").ok().filter(|s| !s.is_empty()),
             max_wait: Duration::from_secs(300),
         }
     }

@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 /// The `EventSink` of every run this process executes or decides.
 pub struct Recorder {
     tx: mpsc::UnboundedSender<Event>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Events emitted so far (the writer writes them in this order).
     emitted: AtomicU64,
     /// How many of them are written.
@@ -24,6 +25,7 @@ pub struct Recorder {
 
 impl EventSink for Recorder {
     fn emit(&self, event: Event) {
+        self.metrics.observe(&event);
         if self.tx.send(event).is_ok() {
             self.emitted.fetch_add(1, Ordering::SeqCst);
         }
@@ -66,7 +68,7 @@ pub fn recorder(log: Arc<dyn EventLog>, bus: Bus) -> (Recorder, tokio::task::Joi
             batch.clear();
         }
     });
-    (Recorder { tx, emitted: AtomicU64::new(0), written }, task)
+    (Recorder { tx, metrics: Arc::default(), emitted: AtomicU64::new(0), written }, task)
 }
 
 /// Kinds after which a run's stream has nothing more to say.

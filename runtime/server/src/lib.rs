@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
@@ -94,18 +95,21 @@ pub async fn run(
             Some(tokio::spawn(worker::run_workers(state.clone(), state.config.workers, state.wake.clone())))
         }
     };
-    if mode != Mode::WorkerOnly {
-        let listener = tokio::net::TcpListener::bind(&state.config.bind)
-            .await
-            .map_err(|source| ServerError::Bind { bind: state.config.bind.clone(), source })?;
-        let addr = listener.local_addr()?;
-        tracing::info!(%addr, "listening");
-        let shutdown = state.shutdown.clone();
-        axum::serve(listener, routes::router(state.clone()))
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await?;
-    } else {
-        state.shutdown.cancelled().await;
+    let http = match mode {
+        Mode::WorkerOnly => state.config.metrics_bind.clone().map(|b| (b, routes::operations_router(state.clone()))),
+        _ => Some((state.config.bind.clone(), routes::router(state.clone()))),
+    };
+    match http {
+        Some((bind, router)) => {
+            let listener = tokio::net::TcpListener::bind(&bind)
+                .await
+                .map_err(|source| ServerError::Bind { bind: bind.clone(), source })?;
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "listening");
+            let shutdown = state.shutdown.clone();
+            axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
+        }
+        None => state.shutdown.cancelled().await,
     }
     if let Some(w) = workers {
         let _ = w.await;

@@ -93,6 +93,7 @@ pub struct QueueStats {
     pub ready: i64,
     pub leased: i64,
     pub oldest_ready_ms: i64,
+    pub approvals_pending: i64,
 }
 
 /// Runs as the service sees them: submitted, leased by workers, scoped by tenant.

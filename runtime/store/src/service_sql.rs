@@ -453,8 +453,18 @@ macro_rules! impl_service {
                     .fetch_one(&self.pool)
                     .await
                     .map_err(db)?;
+                    let approvals_pending: i64 =
+                        sqlx::query_scalar("SELECT COUNT(*) FROM approvals WHERE status = 'pending'")
+                            .fetch_one(&self.pool)
+                            .await
+                            .map_err(db)?;
                     let now = crewgraph_engine::now_ms();
-                    Ok(QueueStats { ready, leased, oldest_ready_ms: oldest.map(|t| (now - t).max(0)).unwrap_or(0) })
+                    Ok(QueueStats {
+                        ready,
+                        leased,
+                        oldest_ready_ms: oldest.map(|t| (now - t).max(0)).unwrap_or(0),
+                        approvals_pending,
+                    })
                 }
 
                 async fn status_counts(&self) -> Result<Vec<(String, i64)>, StorageError> {

@@ -74,6 +74,12 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             "# HELP crewgraph_queue_oldest_seconds Age of the oldest ready run.\n# TYPE crewgraph_queue_oldest_seconds gauge"
         );
         let _ = writeln!(out, "crewgraph_queue_oldest_seconds {:.3}", s.oldest_ready_ms as f64 / 1000.0);
+        let _ = writeln!(
+            out,
+            "# HELP crewgraph_approvals_pending Approvals waiting for a decision.\n# TYPE crewgraph_approvals_pending gauge"
+        );
+        let _ = writeln!(out, "crewgraph_approvals_pending {}", s.approvals_pending);
     }
+    state.recorder.metrics.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

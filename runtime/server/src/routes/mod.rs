@@ -28,6 +28,15 @@ pub fn router(state: AppState) -> Router {
     router
 }
 
+/// What a worker-only process serves: health, readiness and its metrics.
+pub fn operations_router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .with_state(state)
+}
+
 /// The routes and the OpenAPI document describing exactly them.
 pub fn router_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     let timeout = TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, state.config.request_timeout);
