@@ -95,9 +95,14 @@ pub async fn decide(
     {
         return Err(ApiError::conflict("expired", format!("approval `{id}` expired")));
     }
-    let decided = state.runtime.decide(&id, Decision { action, value: body.value, comment: body.comment }).await?;
-    if state.store.queue.requeue(&decided.run_id).await? {
-        state.wake.notify_waiters();
-    }
+    let decision = Decision { action, value: body.value, comment: body.comment };
+    let decided = crate::routes::runs::detached(async move {
+        let decided = state.runtime.decide(&id, decision).await?;
+        if state.store.queue.requeue(&decided.run_id).await? {
+            state.wake.notify_waiters();
+        }
+        Ok(decided)
+    })
+    .await?;
     Ok(Json(api::approval(&decided)))
 }

@@ -116,7 +116,7 @@ pub async fn create(
         multitask: req.multitask_strategy,
         max_attempts: state.config.max_attempts,
     };
-    match state.store.queue.submit(&submission).await? {
+    match detached(submit(state.clone(), submission)).await? {
         Submitted::Created(run) => {
             state.wake.notify_waiters();
             Ok((StatusCode::CREATED, Json(api::run(&run))).into_response())
@@ -132,6 +132,21 @@ pub async fn create(
         )
         .details(json!({"run_id": run_id}))),
     }
+}
+
+/// Queues a submission (owned, so it can run [`detached`]).
+pub(crate) async fn submit(state: AppState, submission: Submission) -> ApiResult<Submitted> {
+    Ok(state.store.queue.submit(&submission).await?)
+}
+
+/// Runs a write to the end even if the client hangs up meanwhile: it either
+/// happens whole or not at all, never cancelled halfway.
+pub(crate) async fn detached<T: Send + 'static>(
+    work: impl Future<Output = ApiResult<T>> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::spawn(work).await.map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the request's work stopped: {e}"))
+    })?
 }
 
 /// The caller's tenant's run, or 404 (another tenant's run is as unknown as a missing one).

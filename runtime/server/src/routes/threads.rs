@@ -94,7 +94,7 @@ pub async fn fork(
         multitask: Multitask::Reject,
         max_attempts: state.config.max_attempts,
     };
-    match state.store.queue.submit(&submission).await? {
+    match crate::routes::runs::detached(crate::routes::runs::submit(state.clone(), submission)).await? {
         Submitted::Created(run) => {
             state.wake.notify_waiters();
             Ok((StatusCode::CREATED, Json(api::run(&run))))
