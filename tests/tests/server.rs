@@ -388,3 +388,47 @@ async fn the_openapi_document_validates_and_matches_the_routes() {
         ),
     }
 }
+
+#[tokio::test]
+async fn an_expired_approval_takes_its_default_action() {
+    const EXPIRING: &str = "name: expiring
+state:
+  review: { type: object }
+  done: { type: string }
+entry: review
+output: [review, done]
+nodes:
+  review: { kind: approval, actions: [approve, reject], into: review, expires_in_s: 1, on_expiry: approve }
+  finish: { kind: set, values: { done: \"{{ state.review.action }}\" } }
+edges:
+  - { from: review, to: finish }
+  - { from: finish, to: END }
+";
+    let db = TestDb::new().await.unwrap();
+    let cli = Cli::new(&db.url);
+    cli.write("graphs/expiring.yaml", EXPIRING);
+    let server = Server::start(&cli, &["--workers", "1"]);
+    let api = Api::new(&server.base, &make_key(&cli, "acme", "submit,approve"));
+    let (status, run) = api.post("/v1/runs", json!({"graph": "expiring"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{run}");
+    let id = run["id"].as_str().unwrap();
+    let (_, waiting) = api.get(&format!("/v1/runs/{id}/wait?timeout_s=30")).await;
+    assert_eq!(waiting["status"], "waiting");
+    let (_, pending) = api.get(&format!("/v1/approvals?run_id={id}")).await;
+    assert!(pending[0]["expires_at"].is_string(), "{pending}");
+    // Nobody decides: after a second the default action is taken and the run goes on.
+    let mut done = Value::Null;
+    for _ in 0..100 {
+        done = api.get(&format!("/v1/runs/{id}")).await.1;
+        if done["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["output"]["done"], "approve");
+    assert_eq!(done["output"]["review"]["comment"], "expired: no decision in time");
+    let (status, late) =
+        api.post(&format!("/v1/approvals/{}", pending[0]["id"].as_str().unwrap()), json!({"action": "reject"})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{late}");
+}

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use crate::checkpoint::Checkpointer;
 use crate::error::NodeError;
 use crate::event::{Event, EventSink};
+use crate::runs::DecisionAction;
 
 /// Everything a running task may look at.
 #[derive(Clone)]
@@ -49,7 +50,8 @@ pub enum NodeOutput {
     /// Channel writes, and optionally the nodes to run next instead of following edges.
     Writes { writes: Map<String, Value>, goto: Option<Vec<String>> },
     /// Stop and ask a person; the task runs again with the decision as `resume`.
-    Interrupt { payload: Value, actions: Vec<String>, expires_in_s: Option<u64> },
+    /// `on_expiry` is the decision taken for the reviewer once `expires_in_s` has passed (default: reject).
+    Interrupt { payload: Value, actions: Vec<String>, expires_in_s: Option<u64>, on_expiry: Option<DecisionAction> },
 }
 
 impl NodeOutput {

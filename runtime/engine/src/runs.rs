@@ -177,6 +177,9 @@ pub struct Approval {
     pub created_at: i64,
     pub decided_at: Option<i64>,
     pub expires_at: Option<i64>,
+    /// Taken for the reviewer at `expires_at`; reject when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_expiry: Option<DecisionAction>,
 }
 
 /// Durable run and approval records.

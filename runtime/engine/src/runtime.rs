@@ -169,6 +169,7 @@ impl Runtime {
                         created_at: crate::now_ms(),
                         decided_at: None,
                         expires_at: i.expires_in_s.map(|s| crate::now_ms() + s as i64 * 1000),
+                        on_expiry: i.on_expiry,
                     };
                     if self.runs.create_approval(&approval).await? {
                         self.emit(

@@ -52,6 +52,9 @@ pub struct Interrupt {
     pub actions: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_s: Option<u64>,
+    /// The decision taken when the approval expires (default: reject).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_expiry: Option<crate::runs::DecisionAction>,
 }
 
 /// What a finished task produced; saved as a pending write before the step ends.

@@ -211,6 +211,7 @@ fn approval_graph() -> Graph {
                     payload: json!({"draft": "hello"}),
                     actions: vec!["approve".into(), "reject".into()],
                     expires_in_s: None,
+                    on_expiry: None,
                 }),
                 Some(d) => Ok(writes(json!({"decision": d["action"]}))),
             }

@@ -89,6 +89,7 @@ pub async fn run(
             if state.store.backend == "postgres" {
                 tokio::spawn(listen_for_runs(state.clone()));
             }
+            tokio::spawn(worker::expire_approvals(state.clone()));
             if let Some(secret) = &state.config.webhook_secret {
                 tokio::spawn(webhooks::deliver_loop(state.clone(), Arc::from(secret.as_str())));
             }

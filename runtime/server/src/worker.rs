@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crewgraph_engine::{Event, Run, RunStatus};
+use crewgraph_engine::{Decision, DecisionAction, EngineError, Event, Run, RunStatus};
 use crewgraph_store::{Heartbeat, Lease};
 use serde_json::json;
 use tokio::sync::Notify;
@@ -200,5 +200,38 @@ async fn release(state: &AppState, id: &str, worker: &str) {
     state.recorder.flushed(Duration::from_secs(10)).await;
     if let Err(e) = state.store.queue.release(id, worker).await {
         tracing::warn!(error = %e, run_id = id, "cannot release the run; its lease will expire");
+    }
+}
+
+/// Decides approvals whose expiry has passed with their default action (reject
+/// unless the node says `on_expiry: approve`) and puts their runs back on the
+/// queue. Every worker process sweeps; the conditional decision lets one win.
+pub async fn expire_approvals(state: AppState) {
+    while !state.shutdown.is_cancelled() {
+        match state.store.queue.expired_approvals(crewgraph_engine::now_ms(), 50).await {
+            Ok(due) => {
+                for a in due {
+                    let decision = Decision {
+                        action: a.on_expiry.unwrap_or(DecisionAction::Reject),
+                        value: None,
+                        comment: Some("expired: no decision in time".into()),
+                    };
+                    match state.runtime.decide(&a.id, decision).await {
+                        Ok(_) => match state.store.queue.requeue(&a.run_id).await {
+                            Ok(true) => state.wake.notify_waiters(),
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(error = %e, "cannot requeue a run after an expiry"),
+                        },
+                        Err(EngineError::AlreadyDecided { .. }) => {}
+                        Err(e) => tracing::warn!(error = %e, approval = %a.id, "cannot apply an expiry"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot look for expired approvals"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = state.shutdown.cancelled() => {}
+        }
     }
 }

@@ -463,6 +463,7 @@ pub(crate) fn assemble(file: &str, root_loc: Loc, parts: Parts) -> Result<GraphD
                 into: r.clone(),
                 edit_into: Some(t.name.clone()),
                 expires_in_s: None,
+                on_expiry: None,
             };
             builder = builder.node(NodeSpec::new(&r, Arc::new(approval)));
             builder = builder.edge(&t.name, &r);

@@ -6,7 +6,7 @@ macro_rules! impl_run_store {
     ($store:ty, $pool:ty) => {
         pub(crate) mod run_store_impl {
             use async_trait::async_trait;
-            use crewgraph_engine::{Approval, ApprovalStatus, Decision, Run, RunStatus, RunStore, StorageError};
+            use crewgraph_engine::{Approval, ApprovalStatus, Decision, DecisionAction, Run, RunStatus, RunStore, StorageError};
             use serde_json::Value;
             use sqlx::Row;
             use sqlx::types::Json;
@@ -15,7 +15,7 @@ macro_rules! impl_run_store {
 
             pub(crate) const RUN_COLUMNS: &str =
                 "id, tenant, graph, thread_id, status, input, output, error, usage, definition, created_at, updated_at";
-            pub(crate) const APPROVAL_COLUMNS: &str = "id, run_id, thread_id, interrupt_id, node, payload, actions, status, decision, created_at, decided_at, expires_at";
+            pub(crate) const APPROVAL_COLUMNS: &str = "id, run_id, thread_id, interrupt_id, node, payload, actions, status, decision, created_at, decided_at, expires_at, on_expiry";
 
             pub(crate) fn run_from<R: Row>(r: &R) -> Result<Run, sqlx::Error>
             where
@@ -50,6 +50,7 @@ macro_rules! impl_run_store {
                 for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
                 for<'a> Json<Value>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
                 for<'a> Option<Json<Value>>: sqlx::Decode<'a, R::Database>,
+                for<'a> Option<String>: sqlx::Decode<'a, R::Database>,
             {
                 let status: String = r.try_get("status")?;
                 let decision: Option<Json<Value>> = r.try_get("decision")?;
@@ -67,6 +68,7 @@ macro_rules! impl_run_store {
                     created_at: r.try_get("created_at")?,
                     decided_at: r.try_get("decided_at")?,
                     expires_at: r.try_get("expires_at")?,
+                    on_expiry: r.try_get::<Option<String>, _>("on_expiry")?.as_deref().and_then(DecisionAction::parse),
                 })
             }
 
@@ -137,8 +139,8 @@ macro_rules! impl_run_store {
 
                 async fn create_approval(&self, a: &Approval) -> Result<bool, StorageError> {
                     let done = sqlx::query(
-                        "INSERT INTO approvals (id, run_id, thread_id, interrupt_id, node, payload, actions, status, decision, created_at, decided_at, expires_at)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                        "INSERT INTO approvals (id, run_id, thread_id, interrupt_id, node, payload, actions, status, decision, created_at, decided_at, expires_at, on_expiry)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
                          ON CONFLICT (thread_id, interrupt_id) DO NOTHING",
                     )
                     .bind(&a.id)
@@ -153,6 +155,7 @@ macro_rules! impl_run_store {
                     .bind(a.created_at)
                     .bind(a.decided_at)
                     .bind(a.expires_at)
+                    .bind(a.on_expiry.map(DecisionAction::as_str))
                     .execute(&self.pool)
                     .await
                     .map_err(db)?;

@@ -125,6 +125,8 @@ pub trait RunQueue: Send + Sync {
     async fn owns_thread(&self, tenant: &str, thread_id: &str) -> Result<bool, StorageError>;
     async fn approvals(&self, query: &ApprovalQuery) -> Result<Vec<Approval>, StorageError>;
     async fn approval_of(&self, tenant: &str, id: &str) -> Result<Option<Approval>, StorageError>;
+    /// Pending approvals whose expiry has passed (any tenant), oldest first.
+    async fn expired_approvals(&self, now: i64, limit: u32) -> Result<Vec<Approval>, StorageError>;
     async fn stats(&self) -> Result<QueueStats, StorageError>;
     /// Counts of runs by status, for metrics.
     async fn status_counts(&self) -> Result<Vec<(String, i64)>, StorageError>;

@@ -443,6 +443,20 @@ macro_rules! impl_service {
                     row.map(|r| approval_from(&r)).transpose().map_err(db)
                 }
 
+                async fn expired_approvals(&self, now: i64, limit: u32) -> Result<Vec<Approval>, StorageError> {
+                    let rows = sqlx::query(sql(format!(
+                        "SELECT {APPROVAL_COLUMNS} FROM approvals
+                         WHERE status = 'pending' AND expires_at IS NOT NULL AND expires_at < $1
+                         ORDER BY expires_at LIMIT $2"
+                    )))
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db)?;
+                    rows.iter().map(approval_from).collect::<Result<_, _>>().map_err(db)
+                }
+
                 async fn stats(&self) -> Result<QueueStats, StorageError> {
                     let (ready, leased, oldest): (i64, i64, Option<i64>) = sqlx::query_as(
                         "SELECT COUNT(*) FILTER (WHERE queue_state = 'ready'),

@@ -120,6 +120,7 @@ async fn suite<S: Checkpointer + RunStore + 'static>(store: Arc<S>) {
         created_at: now_ms(),
         decided_at: None,
         expires_at: None,
+        on_expiry: None,
     };
     assert!(store.create_approval(&approval).await.unwrap());
     assert!(!store.create_approval(&Approval { id: "ap-2".into(), ..approval.clone() }).await.unwrap());

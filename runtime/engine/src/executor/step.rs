@@ -99,6 +99,7 @@ impl Executor {
                             payload: json!({"state": state.as_ref(), "input": task.input}),
                             actions: vec!["approve".into(), "reject".into()],
                             expires_in_s: None,
+                            on_expiry: None,
                         });
                         continue;
                     }
@@ -186,7 +187,7 @@ impl Executor {
                 }
                 step.results[pos] = Some(r);
             }
-            Ok(NodeOutput::Interrupt { payload, actions, expires_in_s }) => {
+            Ok(NodeOutput::Interrupt { payload, actions, expires_in_s, on_expiry }) => {
                 let interrupt = Interrupt {
                     id: task_id.clone(),
                     node: task.node.clone(),
@@ -194,6 +195,7 @@ impl Executor {
                     payload,
                     actions,
                     expires_in_s,
+                    on_expiry,
                 };
                 let r = TaskResult {
                     task_id,
@@ -316,6 +318,7 @@ impl Executor {
                     payload: json!({"writes": writes}),
                     actions: vec!["approve".into(), "reject".into(), "edit".into()],
                     expires_in_s: None,
+                    on_expiry: None,
                 })
             })
             .collect();

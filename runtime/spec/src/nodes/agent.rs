@@ -361,6 +361,7 @@ impl AgentNode {
                     }),
                     actions: vec!["approve".into(), "reject".into(), "edit".into()],
                     expires_in_s: None,
+                    on_expiry: None,
                 }));
             } else {
                 p.called.push(key);

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use crewgraph_engine::{Node, NodeContext, NodeError, NodeOutput};
+use crewgraph_engine::{DecisionAction, Node, NodeContext, NodeError, NodeOutput};
 use serde_json::{Map, Value, json};
 
 use super::{BuildCtx, BuiltNode, template};
@@ -21,6 +21,7 @@ pub struct ApprovalNode {
     /// On `edit`, the reviewer's value also replaces this channel.
     pub edit_into: Option<String>,
     pub expires_in_s: Option<u64>,
+    pub on_expiry: Option<DecisionAction>,
 }
 
 pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecError> {
@@ -39,6 +40,26 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
         return Err(f.err(into_at, format!("`into` names unknown channel `{into}`")));
     }
     let expires_in_s = f.opt_u64("expires_in_s")?;
+    let on_expiry = match f.opt("on_expiry") {
+        None => None,
+        Some(at) => {
+            let action = at.as_str().unwrap_or_default();
+            match DecisionAction::parse(action) {
+                Some(a @ (DecisionAction::Approve | DecisionAction::Reject)) if actions.iter().any(|x| x == action) => {
+                    Some(a)
+                }
+                _ => return Err(f.err(at, "`on_expiry`: approve or reject, one of the node's `actions`")),
+            }
+        }
+    };
+    if expires_in_s.is_some() && on_expiry.is_none() && !actions.iter().any(|a| a == "reject") {
+        let at = f.node.get("expires_in_s").unwrap_or(f.node);
+        return Err(f.err(at, "an expiring approval rejects when it expires: allow `reject` or set `on_expiry`"));
+    }
+    if on_expiry.is_some() && expires_in_s.is_none() {
+        let at = f.node.get("on_expiry").unwrap_or(f.node);
+        return Err(f.err(at, "`on_expiry` needs `expires_in_s`"));
+    }
     let edit_into = match f.opt("edit_into") {
         None => None,
         Some(at) => {
@@ -49,7 +70,7 @@ pub fn build(f: &mut Fields<'_>, ctx: &BuildCtx<'_>) -> Result<BuiltNode, SpecEr
             Some(c.to_string())
         }
     };
-    Ok(BuiltNode::new(Arc::new(ApprovalNode { payload, actions, into, edit_into, expires_in_s })))
+    Ok(BuiltNode::new(Arc::new(ApprovalNode { payload, actions, into, edit_into, expires_in_s, on_expiry })))
 }
 
 #[async_trait]
@@ -66,7 +87,12 @@ impl Node for ApprovalNode {
                     Some(t) => t.render(&scope).map_err(NodeError::fatal)?,
                     None => ctx.state.as_ref().clone(),
                 };
-                Ok(NodeOutput::Interrupt { payload, actions: self.actions.clone(), expires_in_s: self.expires_in_s })
+                Ok(NodeOutput::Interrupt {
+                    payload,
+                    actions: self.actions.clone(),
+                    expires_in_s: self.expires_in_s,
+                    on_expiry: self.on_expiry,
+                })
             }
             Some(decision) => {
                 let mut d = decision.clone();

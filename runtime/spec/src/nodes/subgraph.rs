@@ -162,6 +162,7 @@ impl Node for SubgraphNode {
                         .unwrap_or(Value::Null),
                     actions: first.map(|i| i.actions).unwrap_or_default(),
                     expires_in_s: None,
+                    on_expiry: None,
                 })
             }
             Ok(Outcome::Rejected { node, comment, .. }) => Err(NodeError::fatal(format!(

@@ -82,6 +82,7 @@ impl Node for ToolNode {
                     payload: json!({"tool": self.tool.name(), "args": args}),
                     actions: vec!["approve".into(), "reject".into(), "edit".into()],
                     expires_in_s: None,
+                    on_expiry: None,
                 });
             };
             match decision.get("action").and_then(Value::as_str) {
