@@ -432,3 +432,30 @@ edges:
         api.post(&format!("/v1/approvals/{}", pending[0]["id"].as_str().unwrap()), json!({"action": "reject"})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{late}");
 }
+
+#[tokio::test]
+async fn a_replica_streams_events_another_replica_executes() {
+    let db = TestDb::new().await.unwrap();
+    let prefix = format!("cg-test-{}", uuid::Uuid::now_v7().simple());
+    let cli = Cli::new(&db.url).with_env("REDIS_URL", &redis_url()).with_env("CREWGRAPH_REDIS_PREFIX", &prefix);
+    let key = make_key(&cli, "acme", "submit,approve");
+    let executor = Server::start(&cli, &["--workers", "2"]);
+    let front = Server::start(&cli, &["--no-workers"]);
+    let api = Api::new(&front.base, &key);
+    let (_, run) = api.post("/v1/runs", json!({"graph": "review-publish"})).await;
+    let id = run["id"].as_str().unwrap().to_string();
+    // Follow the stream on the replica that does not execute, from before the approval to the end.
+    let follower = api.clone();
+    let stream_id = id.clone();
+    let stream = tokio::spawn(async move { follower.events(&stream_id, None).await });
+    let (_, waiting) = api.get(&format!("/v1/runs/{id}/wait?timeout_s=30")).await;
+    assert_eq!(waiting["status"], "waiting");
+    let (_, pending) = api.get(&format!("/v1/approvals?status=pending&run_id={id}")).await;
+    api.post(&format!("/v1/approvals/{}", pending[0]["id"].as_str().unwrap()), json!({"action": "approve"})).await;
+    let events = stream.await.unwrap();
+    let ids: Vec<i64> = events.iter().map(|e| e.0).collect();
+    assert_eq!(ids, (1..=events.len() as i64).collect::<Vec<_>>());
+    assert_eq!(events.first().map(|e| e.1.as_str()), Some("run.queued"));
+    assert_eq!(events.last().map(|e| e.1.as_str()), Some("run.succeeded"));
+    drop(executor);
+}

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crewgraph_engine::{Event, EventSink};
-use crewgraph_store::EventLog;
+use crewgraph_store::{EventLog, RedisCache};
 use tokio::sync::{broadcast, mpsc, watch};
 
 /// The `EventSink` of every run this process executes or decides.
@@ -46,7 +46,11 @@ pub type Bus = broadcast::Sender<Arc<str>>;
 
 /// Starts the writer task; it ends when every `Recorder` clone is dropped
 /// and the queue is drained.
-pub fn recorder(log: Arc<dyn EventLog>, bus: Bus) -> (Recorder, tokio::task::JoinHandle<()>) {
+pub fn recorder(
+    log: Arc<dyn EventLog>,
+    bus: Bus,
+    redis: Option<RedisCache>,
+) -> (Recorder, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let (written_tx, written) = watch::channel(0u64);
     let task = tokio::spawn(async move {
@@ -62,8 +66,14 @@ pub fn recorder(log: Arc<dyn EventLog>, bus: Bus) -> (Recorder, tokio::task::Joi
             written_tx.send_modify(|n| *n += batch.len() as u64);
             let mut runs: Vec<&str> = batch.iter().map(|e| e.run_id.as_str()).collect();
             runs.dedup();
-            for run in runs {
-                let _ = bus.send(Arc::from(run));
+            for run in &runs {
+                let _ = bus.send(Arc::from(*run));
+            }
+            // Other replicas' streams learn of them through Redis (or by polling without it).
+            if let Some(redis) = &redis
+                && let Err(e) = redis.publish_events(&runs).await
+            {
+                tracing::debug!(error = %e, "cannot announce events through Redis; other replicas poll");
             }
             batch.clear();
         }

@@ -49,7 +49,7 @@ pub enum Mode {
 /// Builds the shared state; the recorder task ends when the state is dropped.
 pub fn app_state(store: Store, catalog: Catalog, registry: Registry, config: ServerConfig) -> AppState {
     let (bus, _) = broadcast::channel(1024);
-    let (recorder, _task) = events::recorder(store.events.clone(), bus.clone());
+    let (recorder, _task) = events::recorder(store.events.clone(), bus.clone(), store.redis.clone());
     let recorder = Arc::new(recorder);
     let sink: Arc<dyn EventSink> = recorder.clone();
     let runtime = Runtime::new(store.checkpointer.clone(), store.runs.clone(), sink);
@@ -96,6 +96,11 @@ pub async fn run(
             Some(tokio::spawn(worker::run_workers(state.clone(), state.config.workers, state.wake.clone())))
         }
     };
+    if mode != Mode::WorkerOnly
+        && let Some(redis) = state.store.redis.clone()
+    {
+        tokio::spawn(follow_events(state.clone(), redis));
+    }
     let http = match mode {
         Mode::WorkerOnly => state.config.metrics_bind.clone().map(|b| (b, routes::operations_router(state.clone()))),
         _ => Some((state.config.bind.clone(), routes::router(state.clone()))),
@@ -138,5 +143,21 @@ async fn listen_for_runs(state: AppState) {
             _ = state.shutdown.cancelled() => return,
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// Wakes this replica's SSE streams and waits when any replica records events
+/// (Redis pub/sub); streams still poll, so a Redis outage only adds latency.
+async fn follow_events(state: AppState, redis: crewgraph_store::RedisCache) {
+    while !state.shutdown.is_cancelled() {
+        tokio::select! {
+            r = redis.follow_events(state.bus.clone()) => {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "cannot follow events through Redis; streams poll");
+                }
+            }
+            _ = state.shutdown.cancelled() => return,
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     }
 }

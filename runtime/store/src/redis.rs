@@ -25,6 +25,8 @@ use crate::error::StoreError;
 #[derive(Clone)]
 pub struct RedisCache {
     client: Client,
+    /// For the subscriber connection (a pool client cannot subscribe).
+    config: Config,
     prefix: String,
     ttl_s: i64,
 }
@@ -35,7 +37,7 @@ impl RedisCache {
     /// keeps reconnecting in the background and the tier steps aside meanwhile.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
         let config = Config::from_url(url)?;
-        let client = Builder::from_config(config)
+        let client = Builder::from_config(config.clone())
             .with_performance_config(|p| {
                 p.default_command_timeout = Duration::from_millis(500);
             })
@@ -54,7 +56,7 @@ impl RedisCache {
             }
             Err(_) => tracing::warn!("redis did not answer within 2 s; continuing with the database alone"),
         }
-        Ok(Self { client, prefix: prefix.to_string(), ttl_s: 24 * 3600 })
+        Ok(Self { client, config, prefix: prefix.to_string(), ttl_s: 24 * 3600 })
     }
 
     fn key(&self, thread_id: &str) -> String {
@@ -89,6 +91,41 @@ impl RedisCache {
         let ok = out.first().is_some_and(|v| v == "1");
         let left = out.get(1).and_then(|v| v.parse().ok()).unwrap_or(0.0);
         Ok((ok, left))
+    }
+
+    fn events_channel(&self) -> String {
+        format!("{}:events", self.prefix)
+    }
+
+    /// Tells every replica that these runs have new events (ids separated by newlines).
+    pub async fn publish_events(&self, run_ids: &[&str]) -> Result<(), StoreError> {
+        let _: i64 = self.client.publish(self.events_channel(), run_ids.join("\n")).await?;
+        Ok(())
+    }
+
+    /// Forwards every run id announced by [`publish_events`](Self::publish_events),
+    /// from any replica, into `wake`; reconnects and resubscribes by itself. Returns
+    /// only if the subscriber cannot be built.
+    pub async fn follow_events(&self, wake: tokio::sync::broadcast::Sender<Arc<str>>) -> Result<(), StoreError> {
+        let subscriber = Builder::from_config(self.config.clone())
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .build_subscriber_client()?;
+        subscriber.init().await?;
+        let _resubscribe = subscriber.manage_subscriptions();
+        subscriber.subscribe(self.events_channel()).await?;
+        let mut messages = subscriber.message_rx();
+        loop {
+            match messages.recv().await {
+                Ok(message) => {
+                    let ids: String = message.value.convert().unwrap_or_default();
+                    for id in ids.split('\n').filter(|s| !s.is_empty()) {
+                        let _ = wake.send(Arc::from(id));
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+            }
+        }
     }
 
     /// Deletes every key under this prefix (tests, and `crewgraph` operators).

@@ -284,3 +284,23 @@ async fn postgres_blobs_per_step_stay_flat_as_messages_grow(pool: PgPool) {
     let latest = pg.get("long", None).await.unwrap().unwrap();
     assert_eq!(latest.values["messages"].as_array().unwrap().len(), 60);
 }
+
+#[tokio::test]
+async fn redis_announces_runs_with_new_events_to_every_follower() {
+    let cache = RedisCache::connect(&redis_url(), &prefix("events")).await.unwrap();
+    let (tx, mut rx) = tokio::sync::broadcast::channel(16);
+    let follower = cache.clone();
+    let task = tokio::spawn(async move { follower.follow_events(tx).await });
+    // The subscription is in place once a published id comes back.
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        cache.publish_events(&["run-a", "run-b"]).await.unwrap();
+        if let Ok(Ok(id)) = tokio::time::timeout(std::time::Duration::from_millis(100), rx.recv()).await {
+            got.push(id.to_string());
+            got.push(rx.recv().await.unwrap().to_string());
+            break;
+        }
+    }
+    task.abort();
+    assert_eq!(got, ["run-a", "run-b"]);
+}
