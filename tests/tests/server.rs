@@ -459,3 +459,27 @@ async fn a_replica_streams_events_another_replica_executes() {
     assert_eq!(events.last().map(|e| e.1.as_str()), Some("run.succeeded"));
     drop(executor);
 }
+
+#[tokio::test]
+async fn the_cli_decides_approvals_on_a_server() {
+    let db = TestDb::new().await.unwrap();
+    let cli = Cli::new(&db.url);
+    let server = Server::start(&cli, &["--workers", "1"]);
+    let key = make_key(&cli, "acme", "submit,approve");
+    let api = Api::new(&server.base, &key);
+    let (_, run) = api.post("/v1/runs", json!({"graph": "review-publish", "input": {"topic": "remote"}})).await;
+    let id = run["id"].as_str().unwrap().to_string();
+    api.get(&format!("/v1/runs/{id}/wait?timeout_s=30")).await;
+    // Another database entirely: the CLI only talks to the server.
+    let remote = Cli::new("postgres://nobody@127.0.0.1:1/none").with_env("CREWGRAPH_API_KEY", &key);
+    let listed = remote.json(&["approvals", "list", "--url", &server.base, "--json", "--run", &id]);
+    assert_eq!(listed[0]["payload"]["draft"], "First draft about remote", "{listed}");
+    let approval = listed[0]["id"].as_str().unwrap();
+    let out = remote.run(&["approvals", "approve", approval, "--url", &server.base, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", crewgraph_tests::stderr(&out));
+    let (_, done) = api.get(&format!("/v1/runs/{id}/wait?timeout_s=30")).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let again = remote.run(&["approvals", "reject", approval, "--url", &server.base]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(crewgraph_tests::stderr(&again).contains("409"), "{}", crewgraph_tests::stderr(&again));
+}

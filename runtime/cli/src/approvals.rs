@@ -1,4 +1,5 @@
-//! `crewgraph approvals list|approve|reject|edit|respond` against the local database.
+//! `crewgraph approvals list|approve|reject|edit|respond` against the local
+//! database (continuing the run in this process), or against a server with `--url`.
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
@@ -8,6 +9,7 @@ use std::sync::Arc;
 
 use crate::context::{Local, print_json};
 use crate::progress::Progress;
+use crate::remote::Remote;
 use crate::run::{drive, finish, graph_of};
 
 #[derive(Subcommand)]
@@ -22,6 +24,9 @@ pub enum ApprovalsCommand {
         all: bool,
         #[arg(long)]
         json: bool,
+        /// A crewgraph server instead of the local database (key from CREWGRAPH_API_KEY).
+        #[arg(long, env = "CREWGRAPH_URL")]
+        url: Option<String>,
     },
     /// Approve and continue the run.
     Approve(DecideArgs),
@@ -49,11 +54,15 @@ pub struct DecideArgs {
     pub json: bool,
     #[arg(long, short)]
     pub quiet: bool,
+    /// Decide on a crewgraph server (key from CREWGRAPH_API_KEY); its workers continue the run.
+    #[arg(long, env = "CREWGRAPH_URL")]
+    pub url: Option<String>,
 }
 
 pub async fn command(c: ApprovalsCommand) -> Result<u8> {
     let (action, args) = match c {
-        ApprovalsCommand::List { run, all, json } => return list(run, all, json).await,
+        ApprovalsCommand::List { run, all, json, url: Some(url) } => return list_remote(&url, run, all, json).await,
+        ApprovalsCommand::List { run, all, json, url: None } => return list(run, all, json).await,
         ApprovalsCommand::Approve(a) => (DecisionAction::Approve, a),
         ApprovalsCommand::Reject(a) => (DecisionAction::Reject, a),
         ApprovalsCommand::Edit(a) => (DecisionAction::Edit, a),
@@ -86,12 +95,60 @@ async fn list(run: Option<String>, all: bool, json: bool) -> Result<u8> {
     Ok(0)
 }
 
+fn parse_value(v: &str) -> Value {
+    serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()))
+}
+
+async fn list_remote(url: &str, run: Option<String>, all: bool, json: bool) -> Result<u8> {
+    let mut path = String::from("/v1/approvals?");
+    if !all {
+        path.push_str("status=pending&");
+    }
+    if let Some(r) = &run {
+        path.push_str(&format!("run_id={r}"));
+    }
+    let list = Remote::new(url)?.call(reqwest::Method::GET, &path, None).await?;
+    if json {
+        print_json(&list)?;
+        return Ok(0);
+    }
+    let items = list.as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        eprintln!("no {}approvals", if all { "" } else { "pending " });
+    }
+    for a in items {
+        let s = |k: &str| a[k].as_str().unwrap_or_default().to_string();
+        println!("{}  {:<8}  run {}  node {}  actions {}", s("id"), s("status"), s("run_id"), s("node"), a["actions"]);
+        println!("    {}", a["payload"]);
+    }
+    Ok(0)
+}
+
+async fn decide_remote(url: &str, action: DecisionAction, a: &DecideArgs) -> Result<u8> {
+    let body = serde_json::json!({"action": action.as_str(), "value": a.value.as_deref().map(parse_value), "comment": a.comment});
+    let approval =
+        Remote::new(url)?.call(reqwest::Method::POST, &format!("/v1/approvals/{}", a.id), Some(body)).await?;
+    eprintln!(
+        "approval {} decided: {}; the server's workers continue run {}",
+        a.id,
+        action.as_str(),
+        approval["run_id"]
+    );
+    if a.json {
+        print_json(&approval)?;
+    }
+    Ok(0)
+}
+
 async fn decide(action: DecisionAction, a: DecideArgs) -> Result<u8> {
+    if let Some(url) = a.url.clone() {
+        return decide_remote(&url, action, &a).await;
+    }
     let local = Local::open().await?;
     let sink: Arc<dyn crewgraph_engine::EventSink> =
         if a.quiet { Arc::new(NullSink) } else { Arc::new(Progress::default()) };
     let rt = local.runtime(sink);
-    let value = a.value.as_deref().map(|v| serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string())));
+    let value = a.value.as_deref().map(parse_value);
     let approval = rt.decide(&a.id, Decision { action, value, comment: a.comment.clone() }).await?;
     eprintln!("approval {} decided: {}", approval.id, action.as_str());
     if a.no_resume {

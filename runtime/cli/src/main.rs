@@ -7,6 +7,7 @@ mod context;
 mod graphs;
 mod memory;
 mod progress;
+mod remote;
 mod run;
 mod serve;
 mod threads;
