@@ -100,3 +100,35 @@ async fn a_postgres_restart_and_a_redis_flush_lose_no_run() {
     assert!(metrics.contains("crewgraph_approvals_pending 0"), "{metrics}");
     assert!(metrics.contains("crewgraph_step_duration_seconds_bucket{le=\"0.25\"}"), "{metrics}");
 }
+
+#[tokio::test]
+async fn shutdown_hands_unfinished_runs_back_to_the_next_worker() {
+    let db = crewgraph_tests::TestDb::new().await.unwrap();
+    let cli = Cli::new(&db.url).with_env("CREWGRAPH_RATE_LIMIT", "0").with_env("CREWGRAPH_SHUTDOWN_GRACE_S", "0");
+    cli.write("graphs/counted-chain.yaml", CHAIN);
+    let key = make_key(&cli, "acme", "submit");
+    let first = Server::start(&cli, &["--workers", "4"]);
+    let api = Api::new(&first.base, &key);
+    let ids = submit(&api, 4).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // SIGTERM with no grace: the steps in flight are abandoned and their runs handed back at once.
+    let pid = first.child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let pool = db.pool().await.unwrap();
+    until("the server to hand its runs back", 15, async || {
+        let leased: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE queue_state = 'leased'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        leased == 0
+    })
+    .await;
+    let unfinished: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status <> 'succeeded'").fetch_one(&pool).await.unwrap();
+    assert!(unfinished > 0, "the runs were still in flight at SIGTERM");
+    // A new server picks them up at once (no lease to wait out) and finishes each step once.
+    let second = Server::start(&cli, &["--workers", "4"]);
+    let api = Api::new(&second.base, &key);
+    all_exactly_once(&api, &ids).await;
+    drop(first);
+}
