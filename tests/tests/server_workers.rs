@@ -61,10 +61,19 @@ async fn a_killed_worker_loses_no_run_and_repeats_no_checkpointed_step() {
     let mid_run = orphans.iter().filter(|(_, checkpoints)| *checkpoints > 0).count();
     eprintln!("killed holding {} runs, {mid_run} of them with checkpoints", orphans.len());
 
+    // Done means every run succeeded and left the queue: a run the killed worker had
+    // settled but not released is claimed again when its lease lapses, and that claim
+    // writes its last event if the killed worker had not.
+    let on_queue = || async {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM runs WHERE queue_state IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
     let mut finished = 0;
     for _ in 0..600 {
         finished = succeeded().await;
-        if finished == 200 {
+        if finished == 200 && on_queue().await == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
