@@ -376,13 +376,8 @@ impl EmbeddedStore {
             q = bind_value(q, b);
         }
         let rows = q.fetch_all(&self.pool).await.map_err(|e| MemoryError::store(BACKEND, e))?;
-        let mut hits = rows.iter().map(|row| hit_from_row(row, 0.0)).collect::<Result<Vec<_>, _>>()?;
-        for h in &mut hits {
-            h.score = cosine(vector, &h.vector);
-        }
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
-        hits.truncate(limit);
-        Ok(hits)
+        let hits = rows.iter().map(|row| hit_from_row(row, 0.0)).collect::<Result<Vec<_>, _>>()?;
+        Ok(rank_by_cosine(vector, hits, limit))
     }
 
     async fn insert(
@@ -646,17 +641,12 @@ impl VectorStore for EmbeddedStore {
         let index = self.bit_index(tables, tenant).await?;
         let candidates: Vec<(i64, f32)> =
             index.nearest(&sign_bits(vector), k).into_iter().map(|id| (id, 0.0)).collect();
-        let mut hits: Vec<Hit> = self.hits_by_rowid(&candidates, filter, tables).await?.into_values().collect();
+        let hits: Vec<Hit> = self.hits_by_rowid(&candidates, filter, tables).await?.into_values().collect();
         if hits.len() < limit && candidates.len() >= k {
             // The filter left too few of the quantised candidates: search its rows exactly.
             return self.dense_exact(tables, tenant, vector, filter, limit).await;
         }
-        for h in &mut hits {
-            h.score = cosine(vector, &h.vector);
-        }
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
-        hits.truncate(limit);
-        Ok(hits)
+        Ok(rank_by_cosine(vector, hits, limit))
     }
 
     async fn lexical(
@@ -694,6 +684,16 @@ impl VectorStore for EmbeddedStore {
         let rows = q.fetch_all(&self.pool).await.map_err(|e| MemoryError::store(BACKEND, e))?;
         rows.iter().map(|row| hit_from_row(row, row.get::<f64, _>("score") as f32)).collect()
     }
+}
+
+/// Scores candidates by their exact cosine to the query and keeps the best `limit`.
+fn rank_by_cosine(vector: &[f32], mut hits: Vec<Hit>, limit: usize) -> Vec<Hit> {
+    for h in &mut hits {
+        h.score = cosine(vector, &h.vector);
+    }
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.id.cmp(&b.id)));
+    hits.truncate(limit);
+    hits
 }
 
 #[cfg(test)]

@@ -57,8 +57,13 @@ impl Caller {
     }
 }
 
+/// Lowercase hex of bytes (digests, signatures).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn hash_key(key: &str) -> String {
-    Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(key.as_bytes()))
 }
 
 /// A new key: `cg_` + 64 random hex digits (256 bits from the OS), and its record.

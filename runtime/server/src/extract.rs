@@ -27,3 +27,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
         Query::<T>::from_request_parts(parts, state).await.map(|Query(v)| ApiQuery(v)).map_err(ApiError::from)
     }
 }
+
+/// A request type from a body already read as JSON: fields of the wrong shape are 422.
+pub fn parse_body<T: DeserializeOwned>(body: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))
+}

@@ -88,7 +88,7 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
     let (Some(key), true) = (key, limiter.enabled()) else {
         return next.run(req).await;
     };
-    let bucket: String = Sha256::digest(key.as_bytes()).iter().take(12).map(|b| format!("{b:02x}")).collect();
+    let bucket = crate::auth::hex(&Sha256::digest(key.as_bytes())[..12]);
     let verdict = limiter.take(&bucket).await;
     let mut response = if verdict.allowed {
         next.run(req).await

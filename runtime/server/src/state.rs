@@ -29,6 +29,19 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
+impl AppState {
+    /// How often a stream or a wait looks in the database for events it was not
+    /// woken for. With Redis every replica's events wake it, and an embedded
+    /// (SQLite) service is one process: polling is only a safety net there.
+    pub fn poll_interval(&self, without_wakeups: std::time::Duration) -> std::time::Duration {
+        if self.store.redis.is_some() || self.store.backend == "sqlite" {
+            std::time::Duration::from_secs(5)
+        } else {
+            without_wakeups
+        }
+    }
+}
+
 /// Graphs by name, compiled once from the definition directories.
 pub struct Definitions {
     catalog: RwLock<Catalog>,

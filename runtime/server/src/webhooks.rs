@@ -38,19 +38,14 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
 
 pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
     let mac = hmac_sha256(secret.as_bytes(), format!("{timestamp}.{body}").as_bytes());
-    let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
-    format!("t={timestamp},v1={hex}")
+    format!("t={timestamp},v1={}", crate::auth::hex(&mac))
 }
 
-/// Queues the deliveries a settled run calls for (none without a webhook URL).
-pub async fn on_settled(state: &AppState, run: &Run) {
-    let url = match state.store.queue.webhook_of(&run.id).await {
-        Ok(Some(url)) => url,
-        Ok(None) => return,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the run's webhook");
-            return;
-        }
+/// Queues the deliveries a settled run calls for; `url` is the run's webhook
+/// (workers have it from their lease, so a run without one costs nothing).
+pub async fn on_settled(state: &AppState, run: &Run, url: Option<&str>) {
+    let Some(url) = url.map(str::to_string) else {
+        return;
     };
     let mut deliveries = Vec::new();
     let now = crewgraph_engine::now_ms();
@@ -91,17 +86,11 @@ pub async fn on_settled(state: &AppState, run: &Run) {
     }
 }
 
-/// Backoff before attempt `n + 1`: 1 s, 2 s, 4 s, ... up to 10 minutes, with jitter.
+/// Backoff before attempt `n + 1`: 1 s, 2 s, 4 s, ... up to 10 minutes, with jitter
+/// (half the base plus up to half again).
 fn backoff_ms(attempts: i32) -> i64 {
     let base = 1000i64.saturating_mul(1i64 << attempts.clamp(0, 20)).min(600_000);
-    base / 2 + (fastrand_like(base as u64) % (base as u64 / 2 + 1)) as i64
-}
-
-/// A little entropy for jitter without another dependency.
-fn fastrand_like(seed: u64) -> u64 {
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    (seed ^ u64::from(nanos)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11
+    base / 2 + fastrand::i64(0..=base / 2)
 }
 
 /// Sends due deliveries until shutdown.
@@ -169,9 +158,7 @@ async fn send(http: &reqwest::Client, secret: &str, d: &Delivery) -> Attempt {
 mod tests {
     use super::*;
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
+    use crate::auth::hex;
 
     #[test]
     fn hmac_matches_rfc_4231() {

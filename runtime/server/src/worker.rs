@@ -72,11 +72,12 @@ enum Stopped {
 
 async fn execute(state: &AppState, worker: &str, lease: Lease, hand_back: &CancellationToken) {
     let run = lease.run;
+    let webhook = lease.webhook.as_deref();
     let id = run.id.clone();
     if run.status.is_terminal() {
         // Settled by a worker that died before releasing it, maybe before its last event was written.
         restore_last_event(state, &run).await;
-        crate::webhooks::on_settled(state, &run).await;
+        crate::webhooks::on_settled(state, &run, webhook).await;
         release(state, &id, worker).await;
         return;
     }
@@ -85,7 +86,7 @@ async fn execute(state: &AppState, worker: &str, lease: Lease, hand_back: &Cance
             "gave up after {} attempts: the run's worker stopped each time before it finished",
             lease.max_attempts
         );
-        fail(state, run, message).await;
+        fail(state, run, webhook, message).await;
         release(state, &id, worker).await;
         return;
     }
@@ -93,13 +94,13 @@ async fn execute(state: &AppState, worker: &str, lease: Lease, hand_back: &Cance
         Some(Ok(def)) => def,
         Some(Err(errors)) => {
             let message = format!("the definition of `{}` does not compile: {errors}", run.graph);
-            fail(state, run, message).await;
+            fail(state, run, webhook, message).await;
             release(state, &id, worker).await;
             return;
         }
         None => {
             let message = format!("graph `{}` is not defined on this worker", run.graph);
-            fail(state, run, message).await;
+            fail(state, run, webhook, message).await;
             release(state, &id, worker).await;
             return;
         }
@@ -117,7 +118,7 @@ async fn execute(state: &AppState, worker: &str, lease: Lease, hand_back: &Cance
     match outcome {
         Ok(Ok(run)) => {
             tracing::info!(status = run.status.as_str(), "run settled");
-            crate::webhooks::on_settled(state, &run).await;
+            crate::webhooks::on_settled(state, &run, webhook).await;
             release(state, &id, worker).await;
         }
         Ok(Err(e)) => {
@@ -181,7 +182,7 @@ async fn heartbeat(state: AppState, id: String, worker: String, cancel: Cancella
     }
 }
 
-async fn fail(state: &AppState, mut run: Run, message: String) {
+async fn fail(state: &AppState, mut run: Run, webhook: Option<&str>, message: String) {
     tracing::warn!(%message, "run failed before it started");
     run.status = RunStatus::Failed;
     run.error = json!({"message": message});
@@ -191,7 +192,7 @@ async fn fail(state: &AppState, mut run: Run, message: String) {
         return;
     }
     state.runtime.events.emit(Event::new("run.failed", &run.id, &run.thread_id).data(run.error.clone()));
-    crate::webhooks::on_settled(state, &run).await;
+    crate::webhooks::on_settled(state, &run, webhook).await;
 }
 
 /// Gives the run back once its events are written: a worker that dies before

@@ -54,6 +54,8 @@ pub struct Lease {
     /// How many times the run has been claimed, this claim included.
     pub attempts: i32,
     pub max_attempts: i32,
+    /// Where the run's webhooks go, if it asked for them.
+    pub webhook: Option<String>,
 }
 
 /// What the heartbeat learned.

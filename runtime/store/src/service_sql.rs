@@ -49,6 +49,12 @@ macro_rules! impl_service {
                     }
                 }
 
+                /// Wakes every worker waiting for runs (Postgres NOTIFY; in memory on SQLite).
+                async fn wake_workers(&self, run_id: &str) -> Result<(), StorageError> {
+                    sqlx::query($notify).bind(run_id).execute(&self.pool).await.map_err(db)?;
+                    Ok(())
+                }
+
                 /// One transaction per batch: one commit (one fsync) for many events.
                 async fn try_append(&self, events: &[Event]) -> Result<(), sqlx::Error> {
                     if events.is_empty() {
@@ -222,7 +228,7 @@ macro_rules! impl_service {
                                  AND (o.status IN ('running', 'waiting') OR (o.status = 'queued' AND o.created_at < r.created_at)))
                            ORDER BY r.created_at, r.id LIMIT 1 {}
                          )
-                         RETURNING {RUN_COLUMNS}, attempts, max_attempts",
+                         RETURNING {RUN_COLUMNS}, attempts, max_attempts, webhook",
                         $skip_locked
                     )))
                     .bind(worker)
@@ -236,6 +242,7 @@ macro_rules! impl_service {
                             run: run_from(&r).map_err(db)?,
                             attempts: r.try_get("attempts").map_err(db)?,
                             max_attempts: r.try_get("max_attempts").map_err(db)?,
+                            webhook: r.try_get("webhook").map_err(db)?,
                         })),
                         None => Ok(None),
                     }
@@ -273,7 +280,7 @@ macro_rules! impl_service {
                     .execute(&self.pool)
                     .await
                     .map_err(db)?;
-                    sqlx::query($notify).bind(run_id).execute(&self.pool).await.map_err(db)?;
+                    self.wake_workers(run_id).await?;
                     Ok(())
                 }
 
@@ -288,7 +295,7 @@ macro_rules! impl_service {
                     .execute(&self.pool)
                     .await
                     .map_err(db)?;
-                    sqlx::query($notify).bind(run_id).execute(&self.pool).await.map_err(db)?;
+                    self.wake_workers(run_id).await?;
                     Ok(())
                 }
 
@@ -303,7 +310,7 @@ macro_rules! impl_service {
                     .await
                     .map_err(db)?;
                     if done.rows_affected() == 1 {
-                        sqlx::query($notify).bind(run_id).execute(&self.pool).await.map_err(db)?;
+                        self.wake_workers(run_id).await?;
                     }
                     Ok(done.rows_affected() == 1)
                 }
@@ -568,7 +575,6 @@ macro_rules! impl_service {
                     .execute(&self.pool)
                     .await
                     .map_err(db)?;
-                    sqlx::query($notify).bind(&d.run_id).execute(&self.pool).await.map_err(db)?;
                     Ok(())
                 }
 

@@ -80,7 +80,7 @@ pub async fn decide(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Json<Value>> {
     caller.require(Role::Approve)?;
-    let body: DecideBody = serde_json::from_value(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))?;
+    let body: DecideBody = crate::extract::parse_body(body)?;
     let action = DecisionAction::parse(&body.action).ok_or_else(|| {
         ApiError::invalid(format!("action `{}`: expected approve, reject, edit or respond", body.action))
             .details(json!({"path": "action"}))

@@ -58,8 +58,7 @@ pub async fn add_documents(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Role::Submit)?;
-    let body: AddDocuments =
-        serde_json::from_value(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))?;
+    let body: AddDocuments = crate::extract::parse_body(body)?;
     if body.documents.is_empty() {
         return Err(ApiError::invalid("`documents` is empty"));
     }
@@ -92,8 +91,7 @@ pub async fn query(
     Path(name): Path<String>,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Json<Value>> {
-    let mut req: SearchRequest =
-        serde_json::from_value(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))?;
+    let mut req: SearchRequest = crate::extract::parse_body(body)?;
     req.tenant = caller.tenant.clone();
     req.top_k = req.top_k.min(100);
     let memory = state.definitions.registry.memory();

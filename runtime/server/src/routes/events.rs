@@ -22,7 +22,7 @@ use crate::extract::ApiQuery;
 use crate::routes::runs::wait_for;
 use crate::state::AppState;
 
-/// How often a stream looks for events written by other processes.
+/// How often a stream looks for events written by other processes, when nothing wakes it.
 const POLL: Duration = Duration::from_millis(500);
 const PAGE: u32 = 256;
 
@@ -85,7 +85,7 @@ pub async fn stream(
                 }
                 tokio::select! {
                     _ = wait_for(&mut wake, &id) => {}
-                    _ = tokio::time::sleep(POLL) => {}
+                    _ = tokio::time::sleep(state.poll_interval(POLL)) => {}
                     _ = state.shutdown.cancelled() => return None,
                 }
             }

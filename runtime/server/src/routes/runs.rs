@@ -58,9 +58,8 @@ pub async fn create(
 ) -> ApiResult<Response> {
     caller.require(Role::Submit)?;
     // The digest of the body as sent decides whether a reused key is a replay.
-    let request_hash: String =
-        Sha256::digest(body.to_string().as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect();
-    let req: CreateRun = serde_json::from_value(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))?;
+    let request_hash = crate::auth::hex(&Sha256::digest(body.to_string().as_bytes())[..16]);
+    let req: CreateRun = crate::extract::parse_body(body)?;
     let header_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_string);
     let idempotency_key = req.idempotency_key.clone().or(header_key);
     if let Some(k) = &idempotency_key {
@@ -231,7 +230,7 @@ pub async fn wait(
             return Ok(Json(api::run(&run)));
         }
         // Events of runs executed elsewhere do not reach this process's bus: poll too.
-        let poll = tokio::time::sleep(Duration::from_millis(250));
+        let poll = tokio::time::sleep(state.poll_interval(Duration::from_millis(250)));
         tokio::select! {
             _ = wait_for(&mut wake, &id) => {}
             _ = poll => {}
@@ -277,7 +276,8 @@ pub async fn cancel(State(state): State<AppState>, caller: Caller, Path(id): Pat
     let run = state.store.queue.cancel(&caller.tenant, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
     if run.status == RunStatus::Cancelled && before.status != RunStatus::Cancelled {
         state.runtime.events.emit(Event::new("run.cancelled", &run.id, &run.thread_id).data(run.error.clone()));
-        crate::webhooks::on_settled(&state, &run).await;
+        let webhook = state.store.queue.webhook_of(&run.id).await?;
+        crate::webhooks::on_settled(&state, &run, webhook.as_deref()).await;
     }
     Ok(Json(api::run(&run)))
 }

@@ -69,7 +69,7 @@ pub async fn fork(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Role::Submit)?;
-    let body: ForkBody = serde_json::from_value(body).map_err(|e| ApiError::invalid(format!("request body: {e}")))?;
+    let body: ForkBody = crate::extract::parse_body(body)?;
     let checkpoint = uuid::Uuid::parse_str(&body.checkpoint_id).map_err(|_| {
         ApiError::invalid("`checkpoint_id` is not a checkpoint id").details(json!({"path": "checkpoint_id"}))
     })?;
