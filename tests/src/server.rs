@@ -23,15 +23,27 @@ pub struct Server {
 impl Server {
     /// Starts `crewgraph serve ARGS...` in `cli`'s directory and waits for `/healthz`.
     pub fn start(cli: &Cli, args: &[&str]) -> Self {
+        Self::start_logging_to(cli, args, Stdio::inherit())
+    }
+
+    /// As [`Server::start`], with the server's logs (stderr) going to `logs`.
+    pub fn start_logging_to(cli: &Cli, args: &[&str], logs: Stdio) -> Self {
         let port = free_port();
         let bind = format!("127.0.0.1:{port}");
         let mut all = vec!["serve", "--bind", &bind];
         all.extend_from_slice(args);
-        let child = cli.command(&all).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("spawn serve");
+        let child = cli.command(&all).stdout(Stdio::null()).stderr(logs).spawn().expect("spawn serve");
         let base = format!("http://{bind}");
         let up = wait_for(Duration::from_secs(30), || std::net::TcpStream::connect(&bind).is_ok());
         assert!(up, "crewgraph serve did not listen on {bind}");
         Self { base, child }
+    }
+
+    /// Sends SIGTERM and waits for the graceful shutdown to end.
+    pub fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid]).status();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGKILL: nothing gets to clean up.
@@ -84,6 +96,38 @@ impl Api {
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.send(Method::POST, path, Some(body)).await
+    }
+
+    /// POSTs a text body (a YAML definition).
+    pub async fn post_text(&self, path: &str, body: &str) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .header("content-type", "application/yaml")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Waits (up to 30 s) until the run is terminal or waiting.
+    pub async fn wait(&self, run_id: &str) -> Value {
+        let (status, run) = self.get(&format!("/v1/runs/{run_id}/wait?timeout_s=30")).await;
+        assert_eq!(status, StatusCode::OK, "{run}");
+        run
+    }
+
+    /// Decides the run's pending approval.
+    pub async fn decide(&self, run_id: &str, action: &str) -> Value {
+        let (_, pending) = self.get(&format!("/v1/approvals?run_id={run_id}&status=pending")).await;
+        let id = pending[0]["id"].as_str().unwrap_or_else(|| panic!("no pending approval: {pending}"));
+        let (status, decided) = self.post(&format!("/v1/approvals/{id}"), serde_json::json!({"action": action})).await;
+        assert_eq!(status, StatusCode::OK, "{decided}");
+        decided
     }
 
     /// Reads `/v1/runs/{id}/events` to its end: `(id, event kind)` pairs.

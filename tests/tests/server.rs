@@ -346,6 +346,7 @@ async fn the_openapi_document_validates_and_matches_the_routes() {
         ("get", "/v1/threads/{id}/history"),
         ("post", "/v1/threads/{id}/fork"),
         ("get", "/v1/graphs"),
+        ("post", "/v1/graphs"),
         ("post", "/v1/graphs/validate"),
         ("post", "/v1/collections/{name}/documents"),
         ("post", "/v1/collections/{name}/query"),
@@ -482,4 +483,213 @@ async fn the_cli_decides_approvals_on_a_server() {
     let again = remote.run(&["approvals", "reject", approval, "--url", &server.base]);
     assert_eq!(again.status.code(), Some(1));
     assert!(crewgraph_tests::stderr(&again).contains("409"), "{}", crewgraph_tests::stderr(&again));
+}
+
+const GREETER: &str = "name: greeter
+description: says hello once approved
+state:
+  who: { type: string }
+  review: { type: object }
+  greeting: { type: string }
+entry: review
+output: [greeting]
+nodes:
+  review: { kind: approval, actions: [approve, reject], into: review }
+  greet: { kind: set, values: { greeting: \"VERSION hello {{ state.who }}\" } }
+edges:
+  - { from: review, to: greet }
+  - { from: greet, to: END }
+";
+
+#[tokio::test]
+async fn graphs_registered_over_http_are_versioned_per_tenant() {
+    let db = TestDb::new().await.unwrap();
+    let cli = Cli::new(&db.url);
+    let server = Server::start(&cli, &["--workers", "1"]);
+    let admin = Api::new(&server.base, &make_key(&cli, "acme", "admin"));
+    let submitter = Api::new(&server.base, &make_key(&cli, "acme", "submit,approve"));
+    let globex = Api::new(&server.base, &make_key(&cli, "globex", "admin"));
+    let v1 = GREETER.replace("VERSION", "v1");
+    let v2 = GREETER.replace("VERSION", "v2");
+
+    let (status, denied) = submitter.post_text("/v1/graphs", &v1).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{denied}");
+    let (status, bad) = admin.post_text("/v1/graphs", &v1.replace("entry: review", "entry: nowhere")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+    assert_eq!(bad["error"]["details"]["errors"][0]["line"], 7, "{bad}");
+    assert!(bad["error"]["details"]["errors"][0]["message"].as_str().unwrap().contains("nowhere"), "{bad}");
+    let (status, taken) = admin.post_text("/v1/graphs", &v1.replace("name: greeter", "name: review-publish")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{taken}");
+    assert_eq!(taken["error"]["code"], "graph_exists");
+
+    let (status, first) = admin.post_text("/v1/graphs", &v1).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert_eq!((first["name"].as_str(), first["version"].as_i64()), (Some("greeter"), Some(1)));
+    let (status, same) = admin.post_text("/v1/graphs", &v1).await;
+    assert_eq!((status, same["version"].as_i64()), (StatusCode::OK, Some(1)), "{same}");
+
+    // A run keeps the version it started with when a new one is registered meanwhile.
+    let (status, early) = submitter.post("/v1/runs", json!({"graph": "greeter", "input": {"who": "ada"}})).await;
+    assert_eq!(status, StatusCode::CREATED, "{early}");
+    let early = early["id"].as_str().unwrap().to_string();
+    assert_eq!(submitter.wait(&early).await["status"], "waiting");
+    let (status, second) = admin.post_text("/v1/graphs", &v2).await;
+    assert_eq!((status, second["version"].as_i64()), (StatusCode::CREATED, Some(2)), "{second}");
+    submitter.decide(&early, "approve").await;
+    let done = submitter.wait(&early).await;
+    assert_eq!(done["output"]["greeting"], "v1 hello ada", "{done}");
+
+    let (_, late) = submitter.post("/v1/runs", json!({"graph": "greeter", "input": {"who": "bob"}})).await;
+    let late = late["id"].as_str().unwrap().to_string();
+    assert_eq!(submitter.wait(&late).await["status"], "waiting");
+    submitter.decide(&late, "approve").await;
+    assert_eq!(submitter.wait(&late).await["output"]["greeting"], "v2 hello bob");
+
+    // Listed and readable by its tenant, with the registered text; invisible to another.
+    let (_, listed) = submitter.get("/v1/graphs").await;
+    let greeter = listed.as_array().unwrap().iter().find(|g| g["name"] == "greeter").expect("listed");
+    assert_eq!((greeter["source"].as_str(), greeter["version"].as_i64()), (Some("registered"), Some(2)));
+    assert!(listed.as_array().unwrap().iter().any(|g| g["name"] == "review-publish" && g["source"] == "file"));
+    let (status, one) = submitter.get("/v1/graphs/greeter").await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one["definition"], v2.as_str());
+    assert_eq!(globex.get("/v1/graphs/greeter").await.0, StatusCode::NOT_FOUND);
+    let (_, theirs) = globex.get("/v1/graphs").await;
+    assert!(!theirs.as_array().unwrap().iter().any(|g| g["name"] == "greeter"), "{theirs}");
+    let (status, missing) = globex.post("/v1/runs", json!({"graph": "greeter", "input": {"who": "eve"}})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{missing}");
+    // The other tenant may register its own under the same name.
+    let (status, own) = globex.post_text("/v1/graphs", &v1).await;
+    assert_eq!((status, own["version"].as_i64()), (StatusCode::CREATED, Some(1)), "{own}");
+}
+
+const TALLY: &str = "name: tally
+state:
+  item: { type: string }
+  log: { type: array, reducer: append }
+  review: { type: object }
+entry: add
+output: [log]
+nodes:
+  add: { kind: set, values: { log: \"{{ state.item }}\" } }
+  review: { kind: approval, actions: [approve, reject], into: review }
+edges:
+  - { from: add, to: review }
+  - { from: review, to: END }
+";
+
+#[tokio::test]
+async fn rollback_forgets_the_run_it_replaces_and_interrupt_keeps_it() {
+    let db = TestDb::new().await.unwrap();
+    let cli = Cli::new(&db.url);
+    cli.write("graphs/tally.yaml", TALLY);
+    let server = Server::start(&cli, &["--workers", "1"]);
+    let api = Api::new(&server.base, &make_key(&cli, "acme", "submit,approve"));
+    let submit = |item: &str, strategy: &str| {
+        let body =
+            json!({"graph": "tally", "thread_id": "t-1", "input": {"item": item}, "multitask_strategy": strategy});
+        let api = api.clone();
+        async move {
+            let (status, run) = api.post("/v1/runs", body).await;
+            assert_eq!(status, StatusCode::CREATED, "{run}");
+            let id = run["id"].as_str().unwrap().to_string();
+            let waiting = api.wait(&id).await;
+            assert_eq!(waiting["status"], "waiting", "{waiting}");
+            id
+        }
+    };
+    let log = |api: Api| async move {
+        let (_, state) = api.get("/v1/threads/t-1/state").await;
+        state["values"]["log"].clone()
+    };
+
+    let one = submit("one", "reject").await;
+    api.decide(&one, "approve").await;
+    assert_eq!(api.wait(&one).await["status"], "succeeded");
+    let two = submit("two", "reject").await;
+    assert_eq!(log(api.clone()).await, json!(["one", "two"]));
+
+    let three = submit("three", "rollback").await;
+    let (_, two_now) = api.get(&format!("/v1/runs/{two}")).await;
+    assert_eq!(two_now["status"], "cancelled");
+    assert_eq!(two_now["error"]["message"], format!("rolled back by run {three}"));
+    let (_, approvals) = api.get(&format!("/v1/approvals?run_id={two}")).await;
+    assert_eq!(approvals, json!([]), "run two's approval is forgotten with it");
+    assert_eq!(log(api.clone()).await, json!(["one", "three"]), "run two's step is forgotten");
+    let (_, history) = api.get("/v1/threads/t-1/history").await;
+    assert!(
+        !history.as_array().unwrap().iter().any(|c| c["metadata"]["run_id"] == two.as_str()),
+        "no checkpoint of run two is left: {history}"
+    );
+    api.decide(&three, "approve").await;
+    assert_eq!(api.wait(&three).await["output"]["log"], json!(["one", "three"]));
+
+    // Interrupt cancels the active run but keeps what it wrote.
+    let four = submit("four", "reject").await;
+    let five = submit("five", "interrupt").await;
+    assert_eq!(api.get(&format!("/v1/runs/{four}")).await.1["status"], "cancelled");
+    assert_eq!(log(api.clone()).await, json!(["one", "three", "four", "five"]));
+    api.decide(&five, "approve").await;
+    assert_eq!(api.wait(&five).await["status"], "succeeded");
+}
+
+// Multi-threaded: the collector must answer while the test blocks on the server's shutdown (its last export).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_joins_the_trace_of_its_request_in_logs_and_in_otlp_export() {
+    use crewgraph_tests::openai_server::{OpenAiServer, Reply};
+    let collector =
+        OpenAiServer::start((0..100).map(|_| Reply::Raw { status: 200, body: String::new() }).collect()).await;
+    let endpoint = collector.base_url.trim_end_matches("/v1").to_string();
+    let db = TestDb::new().await.unwrap();
+    let cli = Cli::new(&db.url)
+        .with_env("CREWGRAPH_LOG", "info")
+        .with_env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .with_env("OTEL_BSP_SCHEDULE_DELAY", "200");
+    cli.write("graphs/five-steps.yaml", include_str!("../fixtures/five-steps.yaml"));
+    let log_path = cli.dir.join("serve.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut server = Server::start_logging_to(&cli, &["--workers", "1"], log_file.into());
+    let api = Api::new(&server.base, &make_key(&cli, "acme", "submit"));
+
+    // A trace id whose 16 bytes are printable, so it can be found in the protobuf body as text.
+    let trace_id: String = b"crewgraph-trace!".iter().map(|b| format!("{b:02x}")).collect();
+    let resp = api
+        .http
+        .post(format!("{}/v1/runs", server.base))
+        .bearer_auth(&api.key)
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .json(&json!({"graph": "five-steps", "input": {"n": 0}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let echoed = resp.headers()["traceparent"].to_str().unwrap().to_string();
+    assert!(echoed.starts_with(&format!("00-{trace_id}-")) && !echoed.contains("00f067aa0ba902b7"), "{echoed}");
+    let run: Value = resp.json().await.unwrap();
+    let id = run["id"].as_str().unwrap().to_string();
+    assert_eq!(api.wait(&id).await["status"], "succeeded");
+    // Without a traceparent a request starts its own trace.
+    let (_, other) = api.post("/v1/runs", json!({"graph": "five-steps", "input": {"n": 0}})).await;
+    assert_eq!(api.wait(other["id"].as_str().unwrap()).await["status"], "succeeded");
+    server.stop();
+
+    // The worker's log lines for the run carry the request's trace id.
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<Value> = logs.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let of_run: Vec<&Value> = lines.iter().filter(|l| l["span"]["run_id"] == id.as_str()).collect();
+    assert!(!of_run.is_empty(), "no log line of the run:\n{logs}");
+    assert!(of_run.iter().all(|l| l["span"]["trace_id"] == trace_id.as_str()), "{of_run:?}");
+    let other_trace = lines
+        .iter()
+        .find(|l| l["span"]["run_id"] == other["id"])
+        .and_then(|l| l["span"]["trace_id"].as_str())
+        .expect("the second run logged its trace");
+    assert_ne!(other_trace, trace_id);
+
+    // Spans went to the collector over OTLP/HTTP, the run's execution in the request's trace.
+    let heads = collector.heads.lock().unwrap().clone();
+    assert!(heads.iter().any(|h| h.starts_with("POST /v1/traces")), "{heads:?}");
+    let bodies: Vec<String> = collector.requests.lock().unwrap().iter().map(|b| b.to_string()).collect();
+    let traced = bodies.iter().any(|b| b.contains("crewgraph-trace!") && b.contains(&id));
+    assert!(traced, "no exported span of the run in the trace: {bodies:?}");
 }

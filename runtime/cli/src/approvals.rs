@@ -165,7 +165,7 @@ async fn decide(action: DecisionAction, a: DecideArgs) -> Result<u8> {
     if run.status != RunStatus::Waiting {
         return finish(&run, a.json);
     }
-    let graph = graph_of(&local, &run).context("the run cannot continue here")?;
+    let graph = graph_of(&local, &run).await.context("the run cannot continue here")?;
     let run = drive(&rt, graph, &run.id, false).await?;
     finish(&run, a.json)
 }

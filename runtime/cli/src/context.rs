@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
-use crewgraph_engine::{EventSink, Runtime};
-use crewgraph_spec::{Catalog, GraphDef, Registry};
-use crewgraph_store::{Store, default_database_url};
+use crewgraph_engine::{EventSink, Run, Runtime};
+use crewgraph_spec::{Catalog, GraphDef, Registry, parse_graph};
+use crewgraph_store::{Store, default_database_url, parse_reference};
 
 /// Everything a local command needs.
 pub struct Local {
@@ -40,6 +40,27 @@ impl Local {
         Runtime::new(self.store.checkpointer.clone(), self.store.runs.clone(), events)
     }
 
+    /// Loads the definition a stored run started with: the registered version
+    /// it pins (API registrations), else its file, else its graph by name.
+    pub async fn load_for_run(&self, run: &Run) -> Result<GraphDef> {
+        if let Some((name, version)) = run.definition.as_deref().and_then(parse_reference) {
+            let graph =
+                self.store.graphs.registered_graph(&run.tenant, name, Some(version)).await?.with_context(|| {
+                    format!("run {} names `{name}` version {version}, which is not registered", run.id)
+                })?;
+            let mut catalog = self.catalog.clone();
+            for g in self.store.graphs.registered_graphs(&run.tenant).await? {
+                catalog = catalog.with_text(&g.name, &g.reference(), &g.source);
+            }
+            let catalog = catalog.with_text(name, &graph.reference(), &graph.source);
+            return parse_graph(&graph.reference(), &graph.source, &self.registry, Some(&catalog), 0)
+                .map_err(|e| anyhow::anyhow!("{e}"));
+        }
+        let source =
+            run.definition.clone().filter(|p| std::path::Path::new(p).is_file()).unwrap_or_else(|| run.graph.clone());
+        self.load(&source)
+    }
+
     /// Loads a graph by name or path; errors list every problem with its location.
     /// A file's own directory is searched first for the subgraphs it names.
     pub fn load(&self, name_or_path: &str) -> Result<GraphDef> {
@@ -62,6 +83,15 @@ impl Local {
 }
 
 /// The URL without its password, for messages.
+/// What a run records to be resumed from another process: a registered
+/// version's reference, or the definition file's absolute path.
+pub fn definition_ref(def: &GraphDef) -> Option<String> {
+    if def.file.starts_with(crewgraph_store::REGISTERED_PREFIX) {
+        return Some(def.file.clone());
+    }
+    std::fs::canonicalize(&def.file).ok().map(|p| p.display().to_string())
+}
+
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {

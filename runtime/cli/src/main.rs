@@ -10,6 +10,7 @@ mod progress;
 mod remote;
 mod run;
 mod serve;
+mod telemetry;
 mod threads;
 
 use std::process::ExitCode;
@@ -62,29 +63,22 @@ enum Command {
 /// Exit status of a command that left its run waiting for a decision.
 pub const EXIT_WAITING: u8 = 3;
 
-/// Logs go to stderr. The service logs JSON lines at `info` (one object per
-/// event, with the run's span fields); commands log text at `warn`.
-/// `CREWGRAPH_LOG` is the filter, `CREWGRAPH_LOG_FORMAT` `json` or `text`.
-fn init_logs(service: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CREWGRAPH_LOG")
-        .unwrap_or_else(|_| if service { "info".into() } else { "warn".into() });
-    let json = match std::env::var("CREWGRAPH_LOG_FORMAT").as_deref() {
-        Ok("json") => true,
-        Ok("text") => false,
-        _ => service,
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Outside the async runtime: the OTLP exporter's blocking HTTP client
+    // must not be built or dropped on it. Flushed when dropped, last.
+    let _telemetry = telemetry::init(matches!(cli.command, Command::Serve(_) | Command::Worker(_)));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json {
-        logs.json().with_current_span(true).with_span_list(false).init();
-    } else {
-        logs.init();
-    }
+    runtime.block_on(command(cli))
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_logs(matches!(cli.command, Command::Serve(_) | Command::Worker(_)));
+async fn command(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Serve(a) => serve::serve(a).await,
         Command::Worker(a) => serve::worker(a).await,

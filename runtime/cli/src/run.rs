@@ -78,7 +78,7 @@ pub async fn run(a: RunArgs) -> Result<u8> {
     let input = parse_input(&a.inputs, a.input_json.as_deref())?;
     def.validate_input(&input).map_err(|e| anyhow::anyhow!("invalid input: {e}"))?;
     let rt = local.runtime(sink(a.quiet));
-    let definition = std::fs::canonicalize(&def.file).ok().map(|p| p.display().to_string());
+    let definition = crate::context::definition_ref(&def);
     let run = rt.create_run(&def.graph, input, a.thread.clone(), definition).await?;
     let run = drive(&rt, def.graph.clone(), &run.id, !a.non_interactive).await?;
     finish(&run, a.json)
@@ -203,10 +203,8 @@ pub enum RunsCommand {
 }
 
 /// Loads the graph a stored run was started with.
-pub fn graph_of(local: &Local, run: &Run) -> Result<Arc<Graph>> {
-    let source =
-        run.definition.clone().filter(|p| std::path::Path::new(p).is_file()).unwrap_or_else(|| run.graph.clone());
-    Ok(local.load(&source).with_context(|| format!("loading graph `{}` of run {}", run.graph, run.id))?.graph)
+pub async fn graph_of(local: &Local, run: &Run) -> Result<Arc<Graph>> {
+    Ok(local.load_for_run(run).await.with_context(|| format!("loading graph `{}` of run {}", run.graph, run.id))?.graph)
 }
 
 pub async fn runs(c: RunsCommand) -> Result<u8> {
@@ -242,7 +240,7 @@ pub async fn runs(c: RunsCommand) -> Result<u8> {
         }
         RunsCommand::Resume { id, non_interactive, json, quiet } => {
             let run = local.store.runs.get_run(&id).await?.with_context(|| format!("run `{id}` not found"))?;
-            let graph = graph_of(&local, &run)?;
+            let graph = graph_of(&local, &run).await?;
             let rt = local.runtime(sink(quiet));
             let run = drive(&rt, graph, &id, !non_interactive).await?;
             finish(&run, json)

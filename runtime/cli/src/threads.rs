@@ -101,8 +101,8 @@ pub async fn command(c: ThreadsCommand) -> Result<u8> {
                 .get(&id, Some(checkpoint))
                 .await?
                 .with_context(|| format!("checkpoint {checkpoint} not in thread `{id}`"))?;
-            let source = match graph {
-                Some(g) => g,
+            let def = match graph {
+                Some(g) => local.load(&g)?,
                 None => {
                     let run_id = base
                         .metadata
@@ -115,20 +115,11 @@ pub async fn command(c: ThreadsCommand) -> Result<u8> {
                         .get_run(run_id)
                         .await?
                         .context("the run that wrote the checkpoint is gone; pass --graph")?;
-                    run.definition.filter(|p| std::path::Path::new(p).is_file()).unwrap_or(run.graph)
+                    local.load_for_run(&run).await?
                 }
             };
-            let def = local.load(&source)?;
             let rt = local.runtime(Arc::new(Progress::default()));
-            let run = rt
-                .fork(
-                    def.graph.clone(),
-                    &id,
-                    checkpoint,
-                    patch,
-                    std::fs::canonicalize(&def.file).ok().map(|p| p.display().to_string()),
-                )
-                .await?;
+            let run = rt.fork(def.graph.clone(), &id, checkpoint, patch, crate::context::definition_ref(&def)).await?;
             eprintln!("forked thread {} into {} (run {})", id, run.thread_id, run.id);
             let run = drive(&rt, def.graph, &run.id, !non_interactive).await?;
             return finish(&run, json);

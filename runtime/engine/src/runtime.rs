@@ -105,8 +105,11 @@ impl Runtime {
                 what: "executed".into(),
             });
         }
-        let latest = self.checkpointer.get(&run.thread_id, None).await?;
+        let mut latest = self.checkpointer.get(&run.thread_id, None).await?;
         let started_here = latest.as_ref().is_some_and(|c| c.metadata.get("run_id") == Some(&json!(run.id)));
+        if !started_here && let Some(c) = latest.as_mut() {
+            self.drop_tasks_of_ended_run(c).await?;
+        }
         let first = run.status == RunStatus::Queued;
         // A queued run has not asked anyone anything yet.
         let resume = if first { HashMap::new() } else { self.decisions(&run.id).await? };
@@ -124,6 +127,25 @@ impl Runtime {
         let outcome = exec.invoke_from(&run.thread_id, latest, input.as_ref(), &resume).await;
         run.usage = tally.merged_into(&run.usage);
         self.settle(&graph, run, outcome).await
+    }
+
+    /// A run that ended unfinished (cancelled, interrupted by a newer run, or
+    /// failed) leaves tasks in the thread's latest checkpoint. A new run on the
+    /// thread starts from that state without them, as a new input to a
+    /// LangGraph thread does; a run still in progress keeps them, and the new
+    /// run is refused.
+    async fn drop_tasks_of_ended_run(&self, latest: &mut Checkpoint) -> Result<(), EngineError> {
+        let Some(owner) = latest.metadata.get("run_id").and_then(Value::as_str) else {
+            return Ok(());
+        };
+        if latest.next.is_empty() {
+            return Ok(());
+        }
+        match self.runs.get_run(owner).await? {
+            Some(r) if r.status.is_terminal() => latest.next.clear(),
+            _ => {}
+        }
+        Ok(())
     }
 
     async fn decisions(&self, run_id: &str) -> Result<HashMap<String, Decision>, EngineError> {

@@ -17,6 +17,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// A text body (YAML definitions): over the limit is 413, not UTF-8 is 400, both JSON errors.
+pub struct ApiText(pub String);
+
+impl<S: Send + Sync> FromRequest<S> for ApiText {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        String::from_request(req, state).await.map(ApiText).map_err(|r| {
+            let status = r.status();
+            let code =
+                if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE { "payload_too_large" } else { "bad_request" };
+            ApiError::new(status, code, r.body_text())
+        })
+    }
+}
+
 /// `Query<T>` answering a bad query string with 400.
 pub struct ApiQuery<T>(pub T);
 

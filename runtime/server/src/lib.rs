@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod definitions;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -13,6 +14,7 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 pub mod state;
+pub mod trace;
 pub mod webhooks;
 pub mod worker;
 
@@ -25,7 +27,8 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 pub use config::ServerConfig;
-pub use state::{AppState, Definitions};
+pub use definitions::{Definitions, Lookup};
+pub use state::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -54,10 +57,11 @@ pub fn app_state(store: Store, catalog: Catalog, registry: Registry, config: Ser
     let sink: Arc<dyn EventSink> = recorder.clone();
     let runtime = Runtime::new(store.checkpointer.clone(), store.runs.clone(), sink);
     let limiter = ratelimit::RateLimiter::new(config.rate_per_s, config.rate_burst, store.redis.clone());
+    let definitions = Arc::new(Definitions::new(catalog, registry, store.graphs.clone()));
     AppState {
         store,
         runtime,
-        definitions: Arc::new(Definitions::new(catalog, registry)),
+        definitions,
         bus,
         wake: Arc::new(Notify::new()),
         key_cache: Arc::default(),

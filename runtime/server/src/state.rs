@@ -1,15 +1,14 @@
 //! What every handler and worker shares.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use crewgraph_engine::Runtime;
-use crewgraph_spec::{Catalog, GraphDef, Registry, SpecErrors};
 use crewgraph_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::KeyCache;
 use crate::config::ServerConfig;
+use crate::definitions::Definitions;
 use crate::events::Bus;
 
 #[derive(Clone)]
@@ -39,40 +38,5 @@ impl AppState {
         } else {
             without_wakeups
         }
-    }
-}
-
-/// Graphs by name, compiled once from the definition directories.
-pub struct Definitions {
-    catalog: RwLock<Catalog>,
-    pub registry: Registry,
-    compiled: RwLock<HashMap<String, Arc<GraphDef>>>,
-}
-
-impl Definitions {
-    pub fn new(catalog: Catalog, registry: Registry) -> Self {
-        Self { catalog: RwLock::new(catalog), registry, compiled: RwLock::new(HashMap::new()) }
-    }
-
-    pub fn catalog(&self) -> Catalog {
-        self.catalog.read().map(|c| c.clone()).unwrap_or_default()
-    }
-
-    pub fn names(&self) -> Vec<String> {
-        self.catalog.read().map(|c| c.names().map(String::from).collect()).unwrap_or_default()
-    }
-
-    /// `None` when no definition has that name; `Some(Err)` when it does not compile.
-    pub fn get(&self, name: &str) -> Option<Result<Arc<GraphDef>, SpecErrors>> {
-        if let Some(def) = self.compiled.read().ok().and_then(|c| c.get(name).cloned()) {
-            return Some(Ok(def));
-        }
-        let catalog = self.catalog.read().ok()?.clone();
-        catalog.path_of(name)?;
-        let result = catalog.load(name, &self.registry).map(Arc::new);
-        if let (Ok(def), Ok(mut compiled)) = (&result, self.compiled.write()) {
-            compiled.insert(name.to_string(), def.clone());
-        }
-        Some(result)
     }
 }

@@ -15,7 +15,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::Lookup;
 use crate::state::AppState;
+use crate::trace::TraceParent;
 
 /// Longest sleep between claims when nobody wakes the worker.
 const POLL: Duration = Duration::from_secs(1);
@@ -47,7 +49,11 @@ async fn worker_loop(state: AppState, worker: String, wake: Arc<Notify>, hand_ba
         let notified = wake.notified();
         match state.store.queue.claim(&worker, state.config.lease_ms()).await {
             Ok(Some(lease)) => {
-                let span = tracing::info_span!("run", run_id = %lease.run.id, graph = %lease.run.graph, attempt = lease.attempts);
+                let parent =
+                    lease.traceparent.as_deref().and_then(TraceParent::parse).unwrap_or_else(TraceParent::root);
+                let span = tracing::info_span!("run", run_id = %lease.run.id, graph = %lease.run.graph,
+                    attempt = lease.attempts, trace_id = %parent.trace_id);
+                parent.adopt(&span);
                 execute(&state, &worker, lease, &hand_back).instrument(span).await;
                 continue;
             }
@@ -60,6 +66,15 @@ async fn worker_loop(state: AppState, worker: String, wake: Arc<Notify>, hand_ba
             _ = state.shutdown.cancelled() => {}
         }
     }
+}
+
+/// Hands a run back after a storage error before it started, a moment
+/// later so that a failing store is not asked again in a tight loop. If the
+/// store cannot take it back either, the lease lapses.
+async fn retry_later(state: &AppState, id: &str, worker: &str, what: &str, e: crewgraph_engine::StorageError) {
+    tracing::warn!(error = %e, "{what}; handing the run back");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _ = state.store.queue.hand_back(id, worker).await;
 }
 
 /// Why an execution stopped before the engine settled the run.
@@ -90,21 +105,29 @@ async fn execute(state: &AppState, worker: &str, lease: Lease, hand_back: &Cance
         release(state, &id, worker).await;
         return;
     }
-    let def = match state.definitions.get(&run.graph) {
-        Some(Ok(def)) => def,
-        Some(Err(errors)) => {
+    let def = match state.definitions.of_run(&run).await {
+        Ok(Lookup::Found(def)) => def,
+        Ok(Lookup::Invalid(errors)) => {
             let message = format!("the definition of `{}` does not compile: {errors}", run.graph);
             fail(state, run, webhook, message).await;
             release(state, &id, worker).await;
             return;
         }
-        None => {
+        Ok(Lookup::Unknown) => {
             let message = format!("graph `{}` is not defined on this worker", run.graph);
             fail(state, run, webhook, message).await;
             release(state, &id, worker).await;
             return;
         }
+        Err(e) => return retry_later(state, &id, worker, "cannot read the run's definition", e).await,
     };
+
+    // A run submitted with `rollback` first erases the runs it replaced (idempotent).
+    match state.store.queue.apply_rollback(&run).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(checkpoints = n, "rolled back the runs this one replaced"),
+        Err(e) => return retry_later(state, &id, worker, "cannot roll back the runs this one replaced", e).await,
+    }
 
     let cancel = CancellationToken::new();
     let lost = CancellationToken::new();

@@ -1,8 +1,10 @@
 //! A catalog of definitions found in directories (`CREWGRAPH_DEFINITIONS`,
-//! default `crews:graphs`), looked up by name or by file path.
+//! default `crews:graphs`), looked up by name or by file path, plus
+//! definitions held as text (registered over the API).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{SpecError, SpecErrors};
 use crate::graph_file::{GraphDef, parse_graph};
@@ -13,6 +15,8 @@ use crate::yaml::Loc;
 pub struct Catalog {
     /// Graph name -> file that defines it.
     files: BTreeMap<String, PathBuf>,
+    /// Graph name -> (where it came from, its text). Files win over these.
+    texts: BTreeMap<String, (String, Arc<str>)>,
 }
 
 impl Catalog {
@@ -35,11 +39,19 @@ impl Catalog {
                 }
             }
         }
-        Self { files }
+        Self { files, texts: BTreeMap::new() }
     }
 
+    /// Adds a definition held as text; `origin` names it in errors.
+    pub fn with_text(mut self, name: &str, origin: &str, text: &str) -> Self {
+        self.texts.insert(name.to_string(), (origin.to_string(), Arc::from(text)));
+        self
+    }
+
+    /// Names of the file definitions, then of the text ones not shadowed by a file.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.files.keys().map(String::as_str)
+        let texts = self.texts.keys().filter(|n| !self.files.contains_key(*n));
+        self.files.keys().chain(texts).map(String::as_str)
     }
 
     pub fn path_of(&self, name: &str) -> Option<&Path> {
@@ -70,6 +82,9 @@ impl Catalog {
     }
 
     fn load_at(&self, name_or_path: &str, registry: &Registry, depth: u32) -> Result<GraphDef, SpecErrors> {
+        if let (None, Some((origin, text))) = (self.path_of(name_or_path), self.texts.get(name_or_path)) {
+            return parse_graph(origin, text, registry, Some(self), depth);
+        }
         let path = self.resolve(name_or_path).ok_or_else(|| {
             let known: Vec<&str> = self.names().collect();
             let known = if known.is_empty() {

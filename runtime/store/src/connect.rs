@@ -8,7 +8,7 @@ use crewgraph_engine::{Checkpointer, RunStore};
 use crate::error::StoreError;
 use crate::postgres::PgStore;
 use crate::redis::{HotCheckpointer, RedisCache};
-use crate::service::{EventLog, KeyStore, RunQueue, WebhookQueue};
+use crate::service::{EventLog, GraphRegistry, KeyStore, RunQueue, WebhookQueue};
 use crate::sqlite::SqliteStore;
 
 /// The embedded default: a SQLite file in `.crewgraph/` of the working directory.
@@ -24,6 +24,7 @@ pub struct Store {
     pub queue: Arc<dyn RunQueue>,
     pub events: Arc<dyn EventLog>,
     pub keys: Arc<dyn KeyStore>,
+    pub graphs: Arc<dyn GraphRegistry>,
     pub webhooks: Arc<dyn WebhookQueue>,
     pub backend: &'static str,
     /// Where it connected (Postgres workers LISTEN there for new runs).
@@ -57,7 +58,7 @@ impl Store {
     /// Every seam served by one backend.
     fn of<B>(backend: Arc<B>, name: &'static str, database_url: &str) -> Self
     where
-        B: Checkpointer + RunStore + RunQueue + EventLog + KeyStore + WebhookQueue + 'static,
+        B: Checkpointer + RunStore + RunQueue + EventLog + KeyStore + WebhookQueue + GraphRegistry + 'static,
     {
         Self {
             checkpointer: backend.clone(),
@@ -65,6 +66,7 @@ impl Store {
             queue: backend.clone(),
             events: backend.clone(),
             keys: backend.clone(),
+            graphs: backend.clone(),
             webhooks: backend,
             backend: name,
             database_url: database_url.to_string(),

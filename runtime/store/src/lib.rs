@@ -22,7 +22,8 @@ pub use error::StoreError;
 pub use postgres::PgStore;
 pub use redis::{HotCheckpointer, RedisCache};
 pub use service::{
-    ApiKey, ApprovalQuery, Attempt, Delivery, EventLog, Heartbeat, KeyStore, Lease, Multitask, QueueStats, RunQuery,
-    RunQueue, StoredEvent, Submission, Submitted, WebhookQueue,
+    ApiKey, ApprovalQuery, Attempt, Delivery, EventLog, GraphRegistry, Heartbeat, KeyStore, Lease, Multitask,
+    QueueStats, REGISTERED_PREFIX, Registered, RegisteredGraph, RunQuery, RunQueue, StoredEvent, Submission, Submitted,
+    WebhookQueue, parse_reference,
 };
 pub use sqlite::SqliteStore;

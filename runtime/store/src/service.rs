@@ -17,6 +17,11 @@ pub enum Multitask {
     Enqueue,
     /// Cancel the thread's active runs (a running one at its next heartbeat), then run.
     Interrupt,
+    /// As `interrupt`, and the thread forgets them: their checkpoints (and
+    /// their subgraphs') are deleted before the new run starts, so it starts
+    /// from the state the thread had before them; their approvals go too.
+    /// Their run records and events stay, cancelled, with `rolled back by run <id>`.
+    Rollback,
 }
 
 /// A run to queue, with what makes its submission idempotent.
@@ -28,6 +33,8 @@ pub struct Submission {
     /// A digest of the request body: the same key with another body is a conflict.
     pub request_hash: String,
     pub webhook: Option<String>,
+    /// The W3C `traceparent` of the submitting request, for the run's executions.
+    pub traceparent: Option<String>,
     pub multitask: Multitask,
     pub max_attempts: i32,
 }
@@ -56,6 +63,8 @@ pub struct Lease {
     pub max_attempts: i32,
     /// Where the run's webhooks go, if it asked for them.
     pub webhook: Option<String>,
+    /// The trace the run's executions join.
+    pub traceparent: Option<String>,
 }
 
 /// What the heartbeat learned.
@@ -116,6 +125,11 @@ pub trait RunQueue: Send + Sync {
     /// Puts a waiting run whose approvals are all decided back on the queue;
     /// false when it is not waiting or still has pending approvals.
     async fn requeue(&self, run_id: &str) -> Result<bool, StorageError>;
+    /// Deletes the checkpoints of the runs `run` rolled back (multitask
+    /// `rollback`), on its thread and its subgraphs' threads, from the first
+    /// each wrote, and their approvals. Called by the worker before it executes `run`, when none of
+    /// them can be writing; a no-op the second time. Returns checkpoints deleted.
+    async fn apply_rollback(&self, run: &Run) -> Result<u64, StorageError>;
     /// Cancels a queued or waiting run now; marks a leased one for its worker.
     /// `None` when the tenant has no such run.
     async fn cancel(&self, tenant: &str, run_id: &str) -> Result<Option<Run>, StorageError>;
@@ -210,4 +224,62 @@ pub trait WebhookQueue: Send + Sync {
     async fn record_attempt(&self, id: &str, attempt: &Attempt) -> Result<(), StorageError>;
     /// The delivery log of a run, oldest first.
     async fn deliveries(&self, tenant: &str, run_id: &str) -> Result<Vec<Delivery>, StorageError>;
+}
+
+/// One version of a definition registered over the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisteredGraph {
+    pub tenant: String,
+    pub name: String,
+    pub version: i32,
+    pub source: String,
+    /// SHA-256 of `source`, hex.
+    pub digest: String,
+    pub created_at: i64,
+}
+
+impl RegisteredGraph {
+    /// What a run records in `definition` to pin this version.
+    pub fn reference(&self) -> String {
+        format!("{REGISTERED_PREFIX}{}@{}", self.name, self.version)
+    }
+}
+
+/// `runs.definition` of a run of a registered graph: `registered:<name>@<version>`.
+pub const REGISTERED_PREFIX: &str = "registered:";
+
+/// The name and version a `registered:` reference pins, if it is one.
+pub fn parse_reference(definition: &str) -> Option<(&str, i32)> {
+    let (name, version) = definition.strip_prefix(REGISTERED_PREFIX)?.rsplit_once('@')?;
+    Some((name, version.parse().ok()?))
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Registered {
+    /// A new version.
+    Created(RegisteredGraph),
+    /// The latest version already has this text.
+    Unchanged(RegisteredGraph),
+}
+
+/// Definitions registered over the API, shared by every replica.
+#[async_trait]
+pub trait GraphRegistry: Send + Sync {
+    /// Stores `source` as the next version of `name`, unless the latest has the same digest.
+    async fn register_graph(
+        &self,
+        tenant: &str,
+        name: &str,
+        source: &str,
+        digest: &str,
+    ) -> Result<Registered, StorageError>;
+    /// A version of `name`, the latest when `version` is `None`.
+    async fn registered_graph(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<i32>,
+    ) -> Result<Option<RegisteredGraph>, StorageError>;
+    /// The latest version of each of the tenant's definitions, by name.
+    async fn registered_graphs(&self, tenant: &str) -> Result<Vec<RegisteredGraph>, StorageError>;
 }

@@ -125,9 +125,18 @@ macro_rules! impl_service {
                         (Multitask::Reject, Some((id, _, _))) => {
                             return Ok(Submitted::ThreadBusy { run_id: id.clone() });
                         }
-                        (Multitask::Interrupt, Some(_)) => {
-                            let error = Json(serde_json::json!({"message": format!("interrupted by run {}", run.id)}));
+                        (Multitask::Interrupt | Multitask::Rollback, Some(_)) => {
+                            let rollback = s.multitask == Multitask::Rollback;
+                            let verb = if rollback { "rolled back" } else { "interrupted" };
+                            let error = Json(serde_json::json!({"message": format!("{verb} by run {}", run.id)}));
                             for (id, _, queue_state) in &active {
+                                if rollback {
+                                    sqlx::query("UPDATE runs SET rolled_back_by = $1 WHERE id = $2")
+                                        .bind(&run.id)
+                                        .bind(id)
+                                        .execute(&mut *tx)
+                                        .await?;
+                                }
                                 if queue_state.as_deref() == Some("leased") {
                                     sqlx::query("UPDATE runs SET cancel_requested = TRUE WHERE id = $1")
                                         .bind(id)
@@ -155,8 +164,8 @@ macro_rules! impl_service {
                     sqlx::query(
                         "INSERT INTO runs (id, tenant, graph, thread_id, status, input, output, error, usage, definition,
                                            created_at, updated_at, queue_state, max_attempts, idempotency_key,
-                                           request_hash, webhook)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'ready', $13, $14, $15, $16)",
+                                           request_hash, webhook, traceparent)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'ready', $13, $14, $15, $16, $17)",
                     )
                     .bind(&run.id)
                     .bind(&run.tenant)
@@ -174,6 +183,7 @@ macro_rules! impl_service {
                     .bind(s.idempotency_key.clone())
                     .bind(&s.request_hash)
                     .bind(s.webhook.clone())
+                    .bind(s.traceparent.clone())
                     .execute(&mut *tx)
                     .await?;
                     // The log starts with the submission, whoever executes the run.
@@ -192,6 +202,71 @@ macro_rules! impl_service {
                     sqlx::query($notify).bind(&run.id).execute(&mut *tx).await?;
                     tx.commit().await?;
                     Ok(Submitted::Created(run.clone()))
+                }
+            }
+
+            impl $store {
+                async fn try_rollback(&self, run: &Run) -> Result<u64, sqlx::Error> {
+                    let rolled: Vec<String> = sqlx::query_scalar("SELECT id FROM runs WHERE rolled_back_by = $1")
+                        .bind(&run.id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    if rolled.is_empty() {
+                        return Ok(0);
+                    }
+                    let mut tx = self.pool.begin_with($begin).await?;
+                    // Subgraph threads are `<thread>/<task id>`.
+                    let prefix = format!("{}/", run.thread_id);
+                    let rows: Vec<(String, i64, String)> = sqlx::query_as(
+                        "SELECT thread_id, step, metadata FROM checkpoints
+                         WHERE thread_id = $1 OR substr(thread_id, 1, $2) = $3",
+                    )
+                    .bind(&run.thread_id)
+                    .bind(i32::try_from(prefix.len()).unwrap_or(i32::MAX))
+                    .bind(&prefix)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let mut first: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+                    for (thread, step, metadata) in rows {
+                        let by: Option<String> = serde_json::from_str::<serde_json::Value>(&metadata)
+                            .ok()
+                            .and_then(|m| m.get("run_id").and_then(|v| v.as_str()).map(str::to_string));
+                        if by.is_some_and(|by| rolled.contains(&by)) {
+                            let at = first.entry(thread).or_insert(step);
+                            *at = (*at).min(step);
+                        }
+                    }
+                    // Their approvals go too: the new run's interrupts at the same steps
+                    // have the same (deterministic) ids.
+                    for id in &rolled {
+                        sqlx::query("DELETE FROM approvals WHERE run_id = $1").bind(id).execute(&mut *tx).await?;
+                    }
+                    let mut deleted = 0;
+                    for (thread, step) in &first {
+                        sqlx::query(
+                            "DELETE FROM checkpoint_writes WHERE thread_id = $1 AND checkpoint_id IN
+                               (SELECT checkpoint_id FROM checkpoints WHERE thread_id = $2 AND step >= $3)",
+                        )
+                        .bind(thread)
+                        .bind(thread)
+                        .bind(step)
+                        .execute(&mut *tx)
+                        .await?;
+                        deleted += sqlx::query("DELETE FROM checkpoints WHERE thread_id = $1 AND step >= $2")
+                            .bind(thread)
+                            .bind(step)
+                            .execute(&mut *tx)
+                            .await?
+                            .rows_affected();
+                        // Versions are steps: the new run writes these versions again.
+                        sqlx::query("DELETE FROM checkpoint_blobs WHERE thread_id = $1 AND version >= $2")
+                            .bind(thread)
+                            .bind(step)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(deleted)
                 }
             }
 
@@ -215,6 +290,10 @@ macro_rules! impl_service {
                     }
                 }
 
+                async fn apply_rollback(&self, run: &Run) -> Result<u64, StorageError> {
+                    self.try_rollback(run).await.map_err(db)
+                }
+
                 async fn claim(&self, worker: &str, lease_ms: i64) -> Result<Option<Lease>, StorageError> {
                     let now = crewgraph_engine::now_ms();
                     let row = sqlx::query(sql(format!(
@@ -228,7 +307,7 @@ macro_rules! impl_service {
                                  AND (o.status IN ('running', 'waiting') OR (o.status = 'queued' AND o.created_at < r.created_at)))
                            ORDER BY r.created_at, r.id LIMIT 1 {}
                          )
-                         RETURNING {RUN_COLUMNS}, attempts, max_attempts, webhook",
+                         RETURNING {RUN_COLUMNS}, attempts, max_attempts, webhook, traceparent",
                         $skip_locked
                     )))
                     .bind(worker)
@@ -243,6 +322,7 @@ macro_rules! impl_service {
                             attempts: r.try_get("attempts").map_err(db)?,
                             max_attempts: r.try_get("max_attempts").map_err(db)?,
                             webhook: r.try_get("webhook").map_err(db)?,
+                            traceparent: r.try_get("traceparent").map_err(db)?,
                         })),
                         None => Ok(None),
                     }
@@ -673,6 +753,105 @@ macro_rules! impl_service {
                         created_at,
                         revoked_at,
                     }))
+                }
+            }
+
+            const GRAPH_COLUMNS: &str = "tenant, name, version, source, digest, created_at";
+
+            fn graph_from<R: Row>(r: &R) -> Result<RegisteredGraph, sqlx::Error>
+            where
+                for<'a> &'a str: sqlx::ColumnIndex<R>,
+                for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+                for<'a> i32: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+                for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+            {
+                Ok(RegisteredGraph {
+                    tenant: r.try_get("tenant")?,
+                    name: r.try_get("name")?,
+                    version: r.try_get("version")?,
+                    source: r.try_get("source")?,
+                    digest: r.try_get("digest")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            }
+
+            impl $store {
+                async fn try_register(&self, tenant: &str, name: &str, source: &str, digest: &str) -> Result<Registered, sqlx::Error> {
+                    let mut tx = self.pool.begin_with($begin).await?;
+                    // Serialises registrations of one name, as submissions on one thread are.
+                    sqlx::query($thread_lock).bind(format!("graph:{tenant}/{name}")).execute(&mut *tx).await?;
+                    let latest = sqlx::query(sql(format!(
+                        "SELECT {GRAPH_COLUMNS} FROM graph_definitions WHERE tenant = $1 AND name = $2
+                         ORDER BY version DESC LIMIT 1"
+                    )))
+                    .bind(tenant)
+                    .bind(name)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| graph_from(&r))
+                    .transpose()?;
+                    if let Some(latest) = latest.as_ref().filter(|l| l.digest == digest) {
+                        return Ok(Registered::Unchanged(latest.clone()));
+                    }
+                    let graph = RegisteredGraph {
+                        tenant: tenant.to_string(),
+                        name: name.to_string(),
+                        version: latest.map_or(1, |l| l.version + 1),
+                        source: source.to_string(),
+                        digest: digest.to_string(),
+                        created_at: crewgraph_engine::now_ms(),
+                    };
+                    sqlx::query(
+                        "INSERT INTO graph_definitions (tenant, name, version, source, digest, created_at)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(&graph.tenant)
+                    .bind(&graph.name)
+                    .bind(graph.version)
+                    .bind(&graph.source)
+                    .bind(&graph.digest)
+                    .bind(graph.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(Registered::Created(graph))
+                }
+            }
+
+            #[async_trait]
+            impl GraphRegistry for $store {
+                async fn register_graph(&self, tenant: &str, name: &str, source: &str, digest: &str) -> Result<Registered, StorageError> {
+                    self.try_register(tenant, name, source, digest).await.map_err(db)
+                }
+
+                async fn registered_graph(&self, tenant: &str, name: &str, version: Option<i32>) -> Result<Option<RegisteredGraph>, StorageError> {
+                    let row = sqlx::query(sql(format!(
+                        "SELECT {GRAPH_COLUMNS} FROM graph_definitions
+                         WHERE tenant = $1 AND name = $2 AND ($3 IS NULL OR version = $4)
+                         ORDER BY version DESC LIMIT 1"
+                    )))
+                    .bind(tenant)
+                    .bind(name)
+                    .bind(version)
+                    .bind(version)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db)?;
+                    row.map(|r| graph_from(&r)).transpose().map_err(db)
+                }
+
+                async fn registered_graphs(&self, tenant: &str) -> Result<Vec<RegisteredGraph>, StorageError> {
+                    let rows = sqlx::query(sql(format!(
+                        "SELECT {GRAPH_COLUMNS} FROM graph_definitions g
+                         WHERE tenant = $1 AND version = (
+                           SELECT MAX(version) FROM graph_definitions l WHERE l.tenant = g.tenant AND l.name = g.name)
+                         ORDER BY name"
+                    )))
+                    .bind(tenant)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(db)?;
+                    rows.iter().map(graph_from).collect::<Result<_, _>>().map_err(db)
                 }
             }
         }

@@ -52,7 +52,8 @@ pub fn router_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi
         .routes(routes!(threads::state))
         .routes(routes!(threads::history))
         .routes(routes!(threads::fork))
-        .routes(routes!(graphs::list))
+        .routes(routes!(graphs::list, graphs::register))
+        .routes(routes!(graphs::get))
         .routes(routes!(graphs::validate))
         .routes(routes!(collections::add_documents))
         .routes(routes!(collections::query))
@@ -76,6 +77,7 @@ pub fn router_and_document(state: AppState) -> (Router, utoipa::openapi::OpenApi
         })
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::ratelimit::limit))
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(axum::middleware::from_fn(crate::trace::requests))
         .with_state(state);
     (router, document)
 }

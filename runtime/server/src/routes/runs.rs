@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use crewgraph_engine::{ApprovalStatus, Event, Run, RunStatus, api};
 use crewgraph_store::{ApprovalQuery, Multitask, RunQuery, Submission, Submitted};
 use serde::Deserialize;
@@ -16,6 +16,7 @@ use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::state::AppState;
+use crate::trace::TraceParent;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -26,7 +27,8 @@ pub struct CreateRun {
     pub thread_id: Option<String>,
     pub idempotency_key: Option<String>,
     pub webhook: Option<String>,
-    /// What to do when the thread already has an active run: `reject` (409), `enqueue`, `interrupt`.
+    /// What to do when the thread already has an active run: `reject` (409), `enqueue`,
+    /// `interrupt` (cancel it), `rollback` (cancel it and delete its checkpoints).
     #[serde(default)]
     #[schema(value_type = Option<String>, example = "reject")]
     pub multitask_strategy: Multitask,
@@ -54,6 +56,7 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
+    trace: Option<Extension<TraceParent>>,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
     caller.require(Role::Submit)?;
@@ -78,25 +81,7 @@ pub async fn create(
             "this server signs webhooks with CREWGRAPH_WEBHOOK_SECRET, which is not set: webhooks are off",
         ));
     }
-    let def = match state.definitions.get(&req.graph) {
-        None => {
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "graph_not_found",
-                format!("graph `{}` not found", req.graph),
-            )
-            .details(json!({"graph": req.graph, "known": state.definitions.names()})));
-        }
-        Some(Err(errors)) => {
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "definition_invalid",
-                format!("the definition of `{}` does not compile", req.graph),
-            )
-            .details(json!({"errors": errors.to_string()})));
-        }
-        Some(Ok(def)) => def,
-    };
+    let def = super::graphs::for_new_run(&state, &caller.tenant, &req.graph).await?;
     if let Err(message) = def.validate_input(&req.input) {
         let path = message.split(':').next().unwrap_or("input").to_string();
         return Err(
@@ -112,6 +97,7 @@ pub async fn create(
         idempotency_key,
         request_hash,
         webhook: req.webhook,
+        traceparent: trace.map(|Extension(t)| t.header()),
         multitask: req.multitask_strategy,
         max_attempts: state.config.max_attempts,
     };
@@ -127,7 +113,7 @@ pub async fn create(
         }
         Submitted::ThreadBusy { run_id } => Err(ApiError::conflict(
             "thread_busy",
-            format!("thread `{thread}` has an active run; set multitask_strategy to enqueue or interrupt"),
+            format!("thread `{thread}` has an active run; set multitask_strategy to enqueue, interrupt or rollback"),
         )
         .details(json!({"run_id": run_id}))),
     }

@@ -1,8 +1,8 @@
 //! `/v1/threads/{id}`: a thread's latest state, its history, and forks from it.
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::{Extension, Json};
 use crewgraph_engine::api;
 use crewgraph_store::{Multitask, RunQuery, Submission, Submitted};
 use serde::Deserialize;
@@ -12,6 +12,7 @@ use crate::auth::{Caller, Role};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::state::AppState;
+use crate::trace::TraceParent;
 
 async fn owned(state: &AppState, caller: &Caller, id: &str) -> ApiResult<()> {
     if state.store.queue.owns_thread(&caller.tenant, id).await? {
@@ -66,6 +67,7 @@ pub async fn fork(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    trace: Option<Extension<TraceParent>>,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(Role::Submit)?;
@@ -77,8 +79,8 @@ pub async fn fork(
         RunQuery { tenant: caller.tenant.clone(), thread_id: Some(id.clone()), limit: 1, ..RunQuery::default() };
     let latest =
         state.store.queue.runs(&query).await?.into_iter().next().ok_or_else(|| ApiError::not_found("thread", &id))?;
-    let def = match state.definitions.get(&latest.graph) {
-        Some(Ok(def)) => def,
+    let def = match state.definitions.of_run(&latest).await? {
+        crate::Lookup::Found(def) => def,
         _ => return Err(ApiError::conflict("graph_unavailable", format!("graph `{}` is not loaded", latest.graph))),
     };
     let mut run =
@@ -91,6 +93,7 @@ pub async fn fork(
         idempotency_key: None,
         request_hash: String::new(),
         webhook: None,
+        traceparent: trace.map(|Extension(t)| t.header()),
         multitask: Multitask::Reject,
         max_attempts: state.config.max_attempts,
     };
