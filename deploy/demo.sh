@@ -14,7 +14,8 @@ TOPIC="${1:-tide pools}"
 WORK=$(mktemp -d /tmp/crewgraph-demo.XXXXXX)
 LLM_PID="" SERVER_PID="" STREAM_PID=""
 cleanup() {
-  for pid in "$STREAM_PID" "$SERVER_PID" "$LLM_PID"; do
+  if declare -F stop_llm >/dev/null; then stop_llm; fi
+  for pid in "$STREAM_PID" "$SERVER_PID"; do
     if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
   done
   rm -rf "$WORK"

@@ -34,3 +34,12 @@ start_llm() {
   export CREWGRAPH_LLM_URL="http://127.0.0.1:$port/v1"
   echo "llama.cpp server (SmolLM2-135M) on 127.0.0.1:$port" >&2
 }
+
+# The entry point is a Python wrapper that runs llama-server as its child:
+# stop both, or the server outlives the script.
+stop_llm() {
+  if [ -n "${LLM_PID:-}" ]; then
+    pkill -TERM -P "$LLM_PID" 2>/dev/null || true
+    kill "$LLM_PID" 2>/dev/null || true
+  fi
+}

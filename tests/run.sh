@@ -11,7 +11,7 @@ WORK=$(mktemp -d /tmp/crewgraph-test.XXXXXX)
 chmod 755 "$WORK"
 PG_DATA="" REDIS_PID="" LLM_PID=""
 cleanup() {
-  if [ -n "$LLM_PID" ]; then kill "$LLM_PID" 2>/dev/null || true; fi
+  if declare -F stop_llm >/dev/null; then stop_llm; fi
   if [ -n "$PG_DATA" ]; then as_postgres "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate stop >/dev/null 2>&1 || true; fi
   if [ -n "$REDIS_PID" ]; then kill "$REDIS_PID" 2>/dev/null || true; fi
   rm -rf "$WORK"
