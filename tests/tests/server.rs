@@ -309,7 +309,15 @@ async fn webhooks_are_signed_retried_and_logged() {
         assert_eq!(sig, crewgraph_server::webhooks::signature("s3cret", t, &body.to_string()));
     }
 
-    let (_, log) = api.get(&format!("/v1/runs/{id}/webhooks")).await;
+    // The worker records an attempt after the receiver has answered: wait for the log to say so.
+    let mut log = Value::Null;
+    for _ in 0..100 {
+        log = api.get(&format!("/v1/runs/{id}/webhooks")).await.1;
+        if log.as_array().is_some_and(|l| l.len() == 2 && l.iter().all(|d| d["status"] == "delivered")) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let log = log.as_array().unwrap();
     assert_eq!(log.len(), 2, "{log:?}");
     assert_eq!(

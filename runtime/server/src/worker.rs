@@ -93,7 +93,7 @@ async fn execute(state: &AppState, worker: &str, lease: Lease, hand_back: &Cance
         // Settled by a worker that died before releasing it, maybe before its last event was written.
         restore_last_event(state, &run).await;
         crate::webhooks::on_settled(state, &run, webhook).await;
-        release(state, &id, worker).await;
+        release(state, &id, worker, webhook).await;
         return;
     }
     if lease.attempts > lease.max_attempts {
@@ -102,7 +102,7 @@ async fn execute(state: &AppState, worker: &str, lease: Lease, hand_back: &Cance
             lease.max_attempts
         );
         fail(state, run, webhook, message).await;
-        release(state, &id, worker).await;
+        release(state, &id, worker, webhook).await;
         return;
     }
     let def = match state.definitions.of_run(&run).await {
@@ -110,13 +110,13 @@ async fn execute(state: &AppState, worker: &str, lease: Lease, hand_back: &Cance
         Ok(Lookup::Invalid(errors)) => {
             let message = format!("the definition of `{}` does not compile: {errors}", run.graph);
             fail(state, run, webhook, message).await;
-            release(state, &id, worker).await;
+            release(state, &id, worker, webhook).await;
             return;
         }
         Ok(Lookup::Unknown) => {
             let message = format!("graph `{}` is not defined on this worker", run.graph);
             fail(state, run, webhook, message).await;
-            release(state, &id, worker).await;
+            release(state, &id, worker, webhook).await;
             return;
         }
         Err(e) => return retry_later(state, &id, worker, "cannot read the run's definition", e).await,
@@ -142,7 +142,7 @@ async fn execute(state: &AppState, worker: &str, lease: Lease, hand_back: &Cance
         Ok(Ok(run)) => {
             tracing::info!(status = run.status.as_str(), "run settled");
             crate::webhooks::on_settled(state, &run, webhook).await;
-            release(state, &id, worker).await;
+            release(state, &id, worker, webhook).await;
         }
         Ok(Err(e)) => {
             // The store failed under the run. Hand it back as soon as the store
@@ -220,10 +220,18 @@ async fn fail(state: &AppState, mut run: Run, webhook: Option<&str>, message: St
 
 /// Gives the run back once its events are written: a worker that dies before
 /// releasing leaves the repair of its last event to the next claim.
-async fn release(state: &AppState, id: &str, worker: &str) {
+async fn release(state: &AppState, id: &str, worker: &str, webhook: Option<&str>) {
     state.recorder.flushed(Duration::from_secs(10)).await;
-    if let Err(e) = state.store.queue.release(id, worker).await {
-        tracing::warn!(error = %e, run_id = id, "cannot release the run; its lease will expire");
+    match state.store.queue.release(id, worker).await {
+        Ok(None) => {}
+        Ok(Some(cancelled)) => {
+            state
+                .runtime
+                .events
+                .emit(Event::new("run.cancelled", &cancelled.id, &cancelled.thread_id).data(cancelled.error.clone()));
+            crate::webhooks::on_settled(state, &cancelled, webhook).await;
+        }
+        Err(e) => tracing::warn!(error = %e, run_id = id, "cannot release the run; its lease will expire"),
     }
 }
 

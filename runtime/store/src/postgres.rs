@@ -278,6 +278,7 @@ crate::thread_sql::thread_statements!(sqlx::PgPool, sqlx::PgConnection, |id: uui
 crate::service_sql::impl_service!(
     crate::PgStore,
     sqlx::PgPool,
+    sqlx::PgConnection,
     begin: "BEGIN",
     // Submissions to one thread queue behind each other until commit.
     thread_lock: "SELECT pg_advisory_xact_lock(hashtext($1))",

@@ -117,8 +117,10 @@ pub trait RunQueue: Send + Sync {
     async fn claim(&self, worker: &str, lease_ms: i64) -> Result<Option<Lease>, StorageError>;
     async fn heartbeat(&self, run_id: &str, worker: &str, lease_ms: i64) -> Result<Heartbeat, StorageError>;
     /// Gives the run back: off the queue, or ready again when it waits and
-    /// every approval has been decided meanwhile.
-    async fn release(&self, run_id: &str, worker: &str) -> Result<(), StorageError>;
+    /// every approval has been decided meanwhile. A run that stopped to wait
+    /// while a cancellation was requested (cancel, or a newer run's
+    /// `interrupt`/`rollback`) is cancelled instead, and returned.
+    async fn release(&self, run_id: &str, worker: &str) -> Result<Option<Run>, StorageError>;
     /// Puts a run back on the queue as it is (shutdown before it finished):
     /// the next worker resumes it from its last checkpoint.
     async fn hand_back(&self, run_id: &str, worker: &str) -> Result<(), StorageError>;

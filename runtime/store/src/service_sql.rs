@@ -8,6 +8,7 @@ macro_rules! impl_service {
     (
         $store:ty,
         $pool:ty,
+        $conn:ty,
         begin: $begin:expr,
         thread_lock: $thread_lock:expr,
         skip_locked: $skip_locked:expr,
@@ -31,6 +32,54 @@ macro_rules! impl_service {
 
             fn sql(s: String) -> sqlx::AssertSqlSafe<String> {
                 sqlx::AssertSqlSafe(s)
+            }
+
+            /// Cancels an active run: at once when no worker holds it, else by
+            /// asking its worker (heartbeat, or `release` if it stops to wait).
+            /// Statement by statement, because a lease can end in between:
+            /// each conditional update sees the latest committed row.
+            async fn cancel_active(conn: &mut $conn, id: &str, error: &Json<serde_json::Value>) -> Result<bool, sqlx::Error> {
+                for _ in 0..3 {
+                    let now_cancelled = sqlx::query(sql(format!(
+                        "UPDATE runs SET status = 'cancelled', queue_state = NULL, error = $1, updated_at = $2
+                         WHERE id = $3 AND status IN {ACTIVE} AND (queue_state IS NULL OR queue_state = 'ready')"
+                    )))
+                    .bind(error)
+                    .bind(crewgraph_engine::now_ms())
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected()
+                        == 1;
+                    if now_cancelled {
+                        sqlx::query("UPDATE approvals SET status = 'expired' WHERE run_id = $1 AND status = 'pending'")
+                            .bind(id)
+                            .execute(&mut *conn)
+                            .await?;
+                        return Ok(true);
+                    }
+                    let asked = sqlx::query(sql(format!(
+                        "UPDATE runs SET cancel_requested = TRUE
+                         WHERE id = $1 AND status IN {ACTIVE} AND queue_state = 'leased'"
+                    )))
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected()
+                        == 1;
+                    if asked {
+                        return Ok(false);
+                    }
+                    let active: Option<(String,)> =
+                        sqlx::query_as(sql(format!("SELECT id FROM runs WHERE id = $1 AND status IN {ACTIVE}")))
+                            .bind(id)
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                    if active.is_none() {
+                        return Ok(false);
+                    }
+                }
+                Ok(false)
             }
 
             impl $store {
@@ -129,7 +178,7 @@ macro_rules! impl_service {
                             let rollback = s.multitask == Multitask::Rollback;
                             let verb = if rollback { "rolled back" } else { "interrupted" };
                             let error = Json(serde_json::json!({"message": format!("{verb} by run {}", run.id)}));
-                            for (id, _, queue_state) in &active {
+                            for (id, _, _) in &active {
                                 if rollback {
                                     sqlx::query("UPDATE runs SET rolled_back_by = $1 WHERE id = $2")
                                         .bind(&run.id)
@@ -137,26 +186,7 @@ macro_rules! impl_service {
                                         .execute(&mut *tx)
                                         .await?;
                                 }
-                                if queue_state.as_deref() == Some("leased") {
-                                    sqlx::query("UPDATE runs SET cancel_requested = TRUE WHERE id = $1")
-                                        .bind(id)
-                                        .execute(&mut *tx)
-                                        .await?;
-                                } else {
-                                    sqlx::query(
-                                        "UPDATE runs SET status = 'cancelled', queue_state = NULL, error = $1, updated_at = $2
-                                         WHERE id = $3",
-                                    )
-                                    .bind(&error)
-                                    .bind(crewgraph_engine::now_ms())
-                                    .bind(id)
-                                    .execute(&mut *tx)
-                                    .await?;
-                                    sqlx::query("UPDATE approvals SET status = 'expired' WHERE run_id = $1 AND status = 'pending'")
-                                        .bind(id)
-                                        .execute(&mut *tx)
-                                        .await?;
-                                }
+                                cancel_active(&mut *tx, id, &error).await?;
                             }
                         }
                         _ => {}
@@ -347,21 +377,84 @@ macro_rules! impl_service {
                     })
                 }
 
-                async fn release(&self, run_id: &str, worker: &str) -> Result<(), StorageError> {
-                    sqlx::query(
-                        "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, attempts = 0,
-                           queue_state = CASE WHEN status = 'waiting' AND NOT EXISTS (
-                               SELECT 1 FROM approvals a WHERE a.run_id = runs.id AND a.status = 'pending')
-                             THEN 'ready' ELSE NULL END
-                         WHERE id = $1 AND lease_owner = $2",
-                    )
-                    .bind(run_id)
-                    .bind(worker)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(db)?;
+                async fn release(&self, run_id: &str, worker: &str) -> Result<Option<Run>, StorageError> {
+                    let mut tx = self.pool.begin_with($begin).await.map_err(db)?;
+                    let mut cancelled = false;
+                    // Statement by statement, like `cancel_active`: a cancellation may be
+                    // requested between them, and each conditional update sees it.
+                    for _ in 0..3 {
+                        // The heartbeat that would have carried the cancellation came too late.
+                        cancelled = sqlx::query(
+                            "UPDATE runs SET status = 'cancelled', queue_state = NULL, lease_owner = NULL,
+                               lease_expires_at = NULL, attempts = 0, error = $1, updated_at = $2
+                             WHERE id = $3 AND lease_owner = $4 AND cancel_requested AND status = 'waiting'",
+                        )
+                        .bind(Json(serde_json::json!({"message": "run was cancelled"})))
+                        .bind(crewgraph_engine::now_ms())
+                        .bind(run_id)
+                        .bind(worker)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?
+                        .rows_affected()
+                            == 1;
+                        if cancelled {
+                            break;
+                        }
+                        let released = sqlx::query(
+                            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, attempts = 0,
+                               queue_state = CASE WHEN status = 'waiting' AND NOT EXISTS (
+                                   SELECT 1 FROM approvals a WHERE a.run_id = runs.id AND a.status = 'pending')
+                                 THEN 'ready' ELSE NULL END
+                             WHERE id = $1 AND lease_owner = $2 AND NOT (cancel_requested AND status = 'waiting')",
+                        )
+                        .bind(run_id)
+                        .bind(worker)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?
+                        .rows_affected();
+                        let ours: Option<(String,)> = sqlx::query_as("SELECT id FROM runs WHERE id = $1 AND lease_owner = $2")
+                            .bind(run_id)
+                            .bind(worker)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(db)?;
+                        if released == 1 || ours.is_none() {
+                            break;
+                        }
+                    }
+                    if cancelled {
+                        sqlx::query("UPDATE approvals SET status = 'expired' WHERE run_id = $1 AND status = 'pending'")
+                            .bind(run_id)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db)?;
+                        let by: Option<(Option<String>,)> = sqlx::query_as("SELECT rolled_back_by FROM runs WHERE id = $1")
+                            .bind(run_id)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(db)?;
+                        if let Some((Some(by),)) = by {
+                            sqlx::query("UPDATE runs SET error = $1 WHERE id = $2")
+                                .bind(Json(serde_json::json!({"message": format!("rolled back by run {by}")})))
+                                .bind(run_id)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(db)?;
+                        }
+                    }
+                    tx.commit().await.map_err(db)?;
                     self.wake_workers(run_id).await?;
-                    Ok(())
+                    if !cancelled {
+                        return Ok(None);
+                    }
+                    let row = sqlx::query(sql(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1")))
+                        .bind(run_id)
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(db)?;
+                    row.map(|r| run_from(&r)).transpose().map_err(db)
                 }
 
                 async fn hand_back(&self, run_id: &str, worker: &str) -> Result<(), StorageError> {
@@ -396,37 +489,16 @@ macro_rules! impl_service {
                 }
 
                 async fn cancel(&self, tenant: &str, run_id: &str) -> Result<Option<Run>, StorageError> {
-                    let now = crewgraph_engine::now_ms();
                     let error = Json(serde_json::json!({"message": "run was cancelled"}));
                     let mut tx = self.pool.begin_with($begin).await.map_err(db)?;
-                    let cancelled = sqlx::query(
-                        "UPDATE runs SET status = 'cancelled', queue_state = NULL, error = $1, updated_at = $2
-                         WHERE id = $3 AND tenant = $4 AND status IN ('queued', 'waiting')
-                           AND (queue_state IS NULL OR queue_state = 'ready')",
-                    )
-                    .bind(&error)
-                    .bind(now)
-                    .bind(run_id)
-                    .bind(tenant)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                    if cancelled.rows_affected() == 1 {
-                        sqlx::query("UPDATE approvals SET status = 'expired' WHERE run_id = $1 AND status = 'pending'")
-                            .bind(run_id)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(db)?;
-                    } else {
-                        sqlx::query(
-                            "UPDATE runs SET cancel_requested = TRUE
-                             WHERE id = $1 AND tenant = $2 AND queue_state = 'leased'",
-                        )
+                    let owned: Option<(String,)> = sqlx::query_as("SELECT id FROM runs WHERE id = $1 AND tenant = $2")
                         .bind(run_id)
                         .bind(tenant)
-                        .execute(&mut *tx)
+                        .fetch_optional(&mut *tx)
                         .await
                         .map_err(db)?;
+                    if owned.is_some() {
+                        cancel_active(&mut *tx, run_id, &error).await.map_err(db)?;
                     }
                     tx.commit().await.map_err(db)?;
                     self.run_of(tenant, run_id).await

@@ -265,6 +265,7 @@ crate::thread_sql::thread_statements!(sqlx::SqlitePool, sqlx::SqliteConnection, 
 crate::service_sql::impl_service!(
     crate::SqliteStore,
     sqlx::SqlitePool,
+    sqlx::SqliteConnection,
     // The write lock up front: SQLite's one writer serialises submissions and claims.
     begin: "BEGIN IMMEDIATE",
     thread_lock: "SELECT $1",
