@@ -121,6 +121,19 @@ impl Api {
         run
     }
 
+    /// Waits (up to 30 s) until the run has ended: after a decision the run
+    /// is still `waiting` until a worker takes it up again.
+    pub async fn settled(&self, run_id: &str) -> Value {
+        for _ in 0..300 {
+            let (_, run) = self.get(&format!("/v1/runs/{run_id}")).await;
+            if matches!(run["status"].as_str(), Some("succeeded" | "failed" | "cancelled")) {
+                return run;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("run {run_id} did not end within 30 s");
+    }
+
     /// Decides the run's pending approval.
     pub async fn decide(&self, run_id: &str, action: &str) -> Value {
         let (_, pending) = self.get(&format!("/v1/approvals?run_id={run_id}&status=pending")).await;

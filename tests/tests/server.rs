@@ -544,14 +544,14 @@ async fn graphs_registered_over_http_are_versioned_per_tenant() {
     let (status, second) = admin.post_text("/v1/graphs", &v2).await;
     assert_eq!((status, second["version"].as_i64()), (StatusCode::CREATED, Some(2)), "{second}");
     submitter.decide(&early, "approve").await;
-    let done = submitter.wait(&early).await;
+    let done = submitter.settled(&early).await;
     assert_eq!(done["output"]["greeting"], "v1 hello ada", "{done}");
 
     let (_, late) = submitter.post("/v1/runs", json!({"graph": "greeter", "input": {"who": "bob"}})).await;
     let late = late["id"].as_str().unwrap().to_string();
     assert_eq!(submitter.wait(&late).await["status"], "waiting");
     submitter.decide(&late, "approve").await;
-    assert_eq!(submitter.wait(&late).await["output"]["greeting"], "v2 hello bob");
+    assert_eq!(submitter.settled(&late).await["output"]["greeting"], "v2 hello bob");
 
     // Listed and readable by its tenant, with the registered text; invisible to another.
     let (_, listed) = submitter.get("/v1/graphs").await;
@@ -613,7 +613,7 @@ async fn rollback_forgets_the_run_it_replaces_and_interrupt_keeps_it() {
 
     let one = submit("one", "reject").await;
     api.decide(&one, "approve").await;
-    assert_eq!(api.wait(&one).await["status"], "succeeded");
+    assert_eq!(api.settled(&one).await["status"], "succeeded");
     let two = submit("two", "reject").await;
     assert_eq!(log(api.clone()).await, json!(["one", "two"]));
 
@@ -630,7 +630,7 @@ async fn rollback_forgets_the_run_it_replaces_and_interrupt_keeps_it() {
         "no checkpoint of run two is left: {history}"
     );
     api.decide(&three, "approve").await;
-    assert_eq!(api.wait(&three).await["output"]["log"], json!(["one", "three"]));
+    assert_eq!(api.settled(&three).await["output"]["log"], json!(["one", "three"]));
 
     // Interrupt cancels the active run but keeps what it wrote.
     let four = submit("four", "reject").await;
@@ -638,7 +638,7 @@ async fn rollback_forgets_the_run_it_replaces_and_interrupt_keeps_it() {
     assert_eq!(api.get(&format!("/v1/runs/{four}")).await.1["status"], "cancelled");
     assert_eq!(log(api.clone()).await, json!(["one", "three", "four", "five"]));
     api.decide(&five, "approve").await;
-    assert_eq!(api.wait(&five).await["status"], "succeeded");
+    assert_eq!(api.settled(&five).await["status"], "succeeded");
 }
 
 // Multi-threaded: the collector must answer while the test blocks on the server's shutdown (its last export).
