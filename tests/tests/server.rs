@@ -621,6 +621,8 @@ async fn rollback_forgets_the_run_it_replaces_and_interrupt_keeps_it() {
     let (_, two_now) = api.get(&format!("/v1/runs/{two}")).await;
     assert_eq!(two_now["status"], "cancelled");
     assert_eq!(two_now["error"]["message"], format!("rolled back by run {three}"));
+    let two_events = api.events(&two, None).await;
+    assert_eq!(two_events.last().map(|(_, kind)| kind.as_str()), Some("run.cancelled"), "{two_events:?}");
     let (_, approvals) = api.get(&format!("/v1/approvals?run_id={two}")).await;
     assert_eq!(approvals, json!([]), "run two's approval is forgotten with it");
     assert_eq!(log(api.clone()).await, json!(["one", "three"]), "run two's step is forgotten");
@@ -636,6 +638,8 @@ async fn rollback_forgets_the_run_it_replaces_and_interrupt_keeps_it() {
     let four = submit("four", "reject").await;
     let five = submit("five", "interrupt").await;
     assert_eq!(api.get(&format!("/v1/runs/{four}")).await.1["status"], "cancelled");
+    let four_events = api.events(&four, None).await;
+    assert_eq!(four_events.last().map(|(_, kind)| kind.as_str()), Some("run.cancelled"), "{four_events:?}");
     assert_eq!(log(api.clone()).await, json!(["one", "three", "four", "five"]));
     api.decide(&five, "approve").await;
     assert_eq!(api.settled(&five).await["status"], "succeeded");

@@ -41,17 +41,18 @@ pub struct Submission {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Submitted {
-    Created(Run),
+    Created {
+        run: Run,
+        /// Runs of the thread this one cancelled at once (`interrupt`, `rollback`);
+        /// a run a worker holds is cancelled by its worker instead.
+        cancelled: Vec<Run>,
+    },
     /// The idempotency key was used before with the same body: that run.
     Replayed(Run),
     /// The idempotency key was used before with another body.
-    KeyReused {
-        run_id: String,
-    },
+    KeyReused { run_id: String },
     /// The thread has an active run and the strategy is `reject`.
-    ThreadBusy {
-        run_id: String,
-    },
+    ThreadBusy { run_id: String },
 }
 
 /// A run a worker holds until `lease_expires_at`.

@@ -170,6 +170,7 @@ macro_rules! impl_service {
                     .bind(&run.thread_id)
                     .fetch_all(&mut *tx)
                     .await?;
+                    let mut cancelled_now = Vec::new();
                     match (s.multitask, active.first()) {
                         (Multitask::Reject, Some((id, _, _))) => {
                             return Ok(Submitted::ThreadBusy { run_id: id.clone() });
@@ -186,7 +187,9 @@ macro_rules! impl_service {
                                         .execute(&mut *tx)
                                         .await?;
                                 }
-                                cancel_active(&mut *tx, id, &error).await?;
+                                if cancel_active(&mut *tx, id, &error).await? {
+                                    cancelled_now.push(id.clone());
+                                }
                             }
                         }
                         _ => {}
@@ -231,7 +234,15 @@ macro_rules! impl_service {
                     .await?;
                     sqlx::query($notify).bind(&run.id).execute(&mut *tx).await?;
                     tx.commit().await?;
-                    Ok(Submitted::Created(run.clone()))
+                    let mut cancelled = Vec::new();
+                    for id in &cancelled_now {
+                        let row = sqlx::query(sql(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1")))
+                            .bind(id)
+                            .fetch_one(&self.pool)
+                            .await?;
+                        cancelled.push(run_from(&row)?);
+                    }
+                    Ok(Submitted::Created { run: run.clone(), cancelled })
                 }
             }
 

@@ -20,7 +20,7 @@ fn submission(run: &Run) -> Submission {
 /// run then stops to wait for a decision, takes effect as the worker releases it.
 async fn a_late_cancellation_is_applied_at_release<S: RunQueue + RunStore>(store: S) {
     let run = Run::new("g", "t-1", serde_json::json!({}));
-    assert!(matches!(store.submit(&submission(&run)).await.unwrap(), Submitted::Created(_)));
+    assert!(matches!(store.submit(&submission(&run)).await.unwrap(), Submitted::Created { .. }));
     let lease = store.claim("w1", 30_000).await.unwrap().expect("claimed");
     let marked = store.cancel(&run.tenant, &run.id).await.unwrap().expect("found");
     assert_ne!(marked.status, RunStatus::Cancelled, "a leased run is only marked");

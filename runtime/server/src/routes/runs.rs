@@ -102,8 +102,11 @@ pub async fn create(
         max_attempts: state.config.max_attempts,
     };
     match detached(submit(state.clone(), submission)).await? {
-        Submitted::Created(run) => {
+        Submitted::Created { run, cancelled } => {
             state.wake.notify_waiters();
+            for old in cancelled {
+                settled_by_cancel(&state, &old).await;
+            }
             Ok((StatusCode::CREATED, Json(api::run(&run))).into_response())
         }
         Submitted::Replayed(run) => Ok((StatusCode::OK, Json(api::run(&run))).into_response()),
@@ -261,11 +264,19 @@ pub async fn cancel(State(state): State<AppState>, caller: Caller, Path(id): Pat
     let before = run_for(&state, &caller, &id).await?;
     let run = state.store.queue.cancel(&caller.tenant, &id).await?.ok_or_else(|| ApiError::not_found("run", &id))?;
     if run.status == RunStatus::Cancelled && before.status != RunStatus::Cancelled {
-        state.runtime.events.emit(Event::new("run.cancelled", &run.id, &run.thread_id).data(run.error.clone()));
-        let webhook = state.store.queue.webhook_of(&run.id).await?;
-        crate::webhooks::on_settled(&state, &run, webhook.as_deref()).await;
+        settled_by_cancel(&state, &run).await;
     }
     Ok(Json(api::run(&run)))
+}
+
+/// The end of a run cancelled by the API (not by its worker): its last event, which
+/// ends its streams, and its webhook.
+async fn settled_by_cancel(state: &AppState, run: &Run) {
+    state.runtime.events.emit(Event::new("run.cancelled", &run.id, &run.thread_id).data(run.error.clone()));
+    match state.store.queue.webhook_of(&run.id).await {
+        Ok(webhook) => crate::webhooks::on_settled(state, run, webhook.as_deref()).await,
+        Err(e) => tracing::warn!(error = %e, run_id = %run.id, "cannot read the cancelled run's webhook"),
+    }
 }
 
 /// The run's webhook delivery log: every delivery with its attempts and last outcome.

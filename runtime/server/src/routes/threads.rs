@@ -98,7 +98,7 @@ pub async fn fork(
         max_attempts: state.config.max_attempts,
     };
     match crate::routes::runs::detached(crate::routes::runs::submit(state.clone(), submission)).await? {
-        Submitted::Created(run) => {
+        Submitted::Created { run, .. } => {
             state.wake.notify_waiters();
             Ok((StatusCode::CREATED, Json(api::run(&run))))
         }
