@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
 use crewgraph_engine::{EventSink, Run, Runtime};
-use crewgraph_spec::{Catalog, GraphDef, Registry, parse_graph};
+use crewgraph_server::{Definitions, Lookup};
+use crewgraph_spec::{Catalog, GraphDef, Registry};
 use crewgraph_store::{Store, default_database_url, parse_reference};
 
 /// Everything a local command needs.
@@ -42,23 +43,18 @@ impl Local {
 
     /// Loads the definition a stored run started with: the registered version
     /// it pins (API registrations), else its file, else its graph by name.
-    pub async fn load_for_run(&self, run: &Run) -> Result<GraphDef> {
-        if let Some((name, version)) = run.definition.as_deref().and_then(parse_reference) {
-            let graph =
-                self.store.graphs.registered_graph(&run.tenant, name, Some(version)).await?.with_context(|| {
-                    format!("run {} names `{name}` version {version}, which is not registered", run.id)
-                })?;
-            let mut catalog = self.catalog.clone();
-            for g in self.store.graphs.registered_graphs(&run.tenant).await? {
-                catalog = catalog.with_text(&g.name, &g.reference(), &g.source);
-            }
-            let catalog = catalog.with_text(name, &graph.reference(), &graph.source);
-            return parse_graph(&graph.reference(), &graph.source, &self.registry, Some(&catalog), 0)
-                .map_err(|e| anyhow::anyhow!("{e}"));
+    pub async fn load_for_run(&self, run: &Run) -> Result<Arc<GraphDef>> {
+        if run.definition.as_deref().and_then(parse_reference).is_some() {
+            let definitions = Definitions::new(self.catalog.clone(), self.registry.clone(), self.store.graphs.clone());
+            return match definitions.of_run(run).await? {
+                Lookup::Found(def) => Ok(def),
+                Lookup::Invalid(errors) => Err(anyhow::anyhow!("{errors}")),
+                Lookup::Unknown => anyhow::bail!("run {} names a definition version that is not registered", run.id),
+            };
         }
         let source =
             run.definition.clone().filter(|p| std::path::Path::new(p).is_file()).unwrap_or_else(|| run.graph.clone());
-        self.load(&source)
+        Ok(Arc::new(self.load(&source)?))
     }
 
     /// Loads a graph by name or path; errors list every problem with its location.

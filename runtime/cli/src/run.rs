@@ -204,7 +204,9 @@ pub enum RunsCommand {
 
 /// Loads the graph a stored run was started with.
 pub async fn graph_of(local: &Local, run: &Run) -> Result<Arc<Graph>> {
-    Ok(local.load_for_run(run).await.with_context(|| format!("loading graph `{}` of run {}", run.graph, run.id))?.graph)
+    let def =
+        local.load_for_run(run).await.with_context(|| format!("loading graph `{}` of run {}", run.graph, run.id))?;
+    Ok(def.graph.clone())
 }
 
 pub async fn runs(c: RunsCommand) -> Result<u8> {

@@ -102,7 +102,7 @@ pub async fn command(c: ThreadsCommand) -> Result<u8> {
                 .await?
                 .with_context(|| format!("checkpoint {checkpoint} not in thread `{id}`"))?;
             let def = match graph {
-                Some(g) => local.load(&g)?,
+                Some(g) => Arc::new(local.load(&g)?),
                 None => {
                     let run_id = base
                         .metadata
@@ -121,7 +121,7 @@ pub async fn command(c: ThreadsCommand) -> Result<u8> {
             let rt = local.runtime(Arc::new(Progress::default()));
             let run = rt.fork(def.graph.clone(), &id, checkpoint, patch, crate::context::definition_ref(&def)).await?;
             eprintln!("forked thread {} into {} (run {})", id, run.thread_id, run.id);
-            let run = drive(&rt, def.graph, &run.id, !non_interactive).await?;
+            let run = drive(&rt, def.graph.clone(), &run.id, !non_interactive).await?;
             return finish(&run, json);
         }
         ThreadsCommand::Copy { from, to } => {

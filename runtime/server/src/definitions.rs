@@ -21,7 +21,7 @@ pub struct Definitions {
     files: Catalog,
     pub registry: Registry,
     graphs: Arc<dyn GraphRegistry>,
-    /// By file graph name, or by `tenant \0 registered:<name>@<version>` (versions never change).
+    /// By file graph name, or by [`registered_key`] (versions never change).
     compiled: RwLock<HashMap<String, Arc<GraphDef>>>,
 }
 
@@ -46,7 +46,7 @@ impl Definitions {
             return Ok(self.file(name));
         }
         match self.graphs.registered_graph(tenant, name, None).await? {
-            Some(graph) => self.compile_registered(&graph).await,
+            Some(graph) => self.compile(&graph).await,
             None => Ok(Lookup::Unknown),
         }
     }
@@ -56,8 +56,12 @@ impl Definitions {
         let Some((name, version)) = run.definition.as_deref().and_then(parse_reference) else {
             return Ok(self.file(&run.graph));
         };
+        // Versions never change: a compiled one needs no query (each claim of a run asks).
+        if let Some(def) = self.cached(&registered_key(&run.tenant, name, version)) {
+            return Ok(Lookup::Found(def));
+        }
         match self.graphs.registered_graph(&run.tenant, name, Some(version)).await? {
-            Some(graph) => self.compile_registered(&graph).await,
+            Some(graph) => self.compile(&graph).await,
             None => Ok(Lookup::Unknown),
         }
     }
@@ -81,7 +85,8 @@ impl Definitions {
         self.graphs.as_ref()
     }
 
-    fn file(&self, name: &str) -> Lookup {
+    /// A file definition by name (`Unknown` if no file defines it).
+    pub fn file(&self, name: &str) -> Lookup {
         if let Some(def) = self.cached(name) {
             return Lookup::Found(def);
         }
@@ -93,9 +98,9 @@ impl Definitions {
 
     /// Subgraphs a registered definition names are resolved when it is first
     /// compiled in this process, against the tenant's latest versions then.
-    async fn compile_registered(&self, graph: &RegisteredGraph) -> Result<Lookup, StorageError> {
+    pub async fn compile(&self, graph: &RegisteredGraph) -> Result<Lookup, StorageError> {
         let reference = graph.reference();
-        let key = format!("{}\0{reference}", graph.tenant);
+        let key = registered_key(&graph.tenant, &graph.name, graph.version);
         if let Some(def) = self.cached(&key) {
             return Ok(Lookup::Found(def));
         }
@@ -119,4 +124,9 @@ impl Definitions {
             Err(errors) => Lookup::Invalid(errors),
         }
     }
+}
+
+/// The cache key of a registered version (file names cannot contain `\0`).
+fn registered_key(tenant: &str, name: &str, version: i32) -> String {
+    format!("{tenant}\0{name}@{version}")
 }

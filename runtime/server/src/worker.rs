@@ -122,8 +122,10 @@ async fn execute(state: &AppState, worker: &str, lease: Lease, hand_back: &Cance
         Err(e) => return retry_later(state, &id, worker, "cannot read the run's definition", e).await,
     };
 
-    // A run submitted with `rollback` first erases the runs it replaced (idempotent).
-    match state.store.queue.apply_rollback(&run).await {
+    // A run submitted with `rollback` erases the runs it replaced before it first
+    // executes (idempotent, so a claim that died before executing may repeat it).
+    let first = run.status == RunStatus::Queued;
+    match if first { state.store.queue.apply_rollback(&run).await } else { Ok(0) } {
         Ok(0) => {}
         Ok(n) => tracing::info!(checkpoints = n, "rolled back the runs this one replaced"),
         Err(e) => return retry_later(state, &id, worker, "cannot roll back the runs this one replaced", e).await,

@@ -389,77 +389,64 @@ macro_rules! impl_service {
                 }
 
                 async fn release(&self, run_id: &str, worker: &str) -> Result<Option<Run>, StorageError> {
-                    let mut tx = self.pool.begin_with($begin).await.map_err(db)?;
-                    let mut cancelled = false;
-                    // Statement by statement, like `cancel_active`: a cancellation may be
-                    // requested between them, and each conditional update sees it.
-                    for _ in 0..3 {
-                        // The heartbeat that would have carried the cancellation came too late.
-                        cancelled = sqlx::query(
-                            "UPDATE runs SET status = 'cancelled', queue_state = NULL, lease_owner = NULL,
-                               lease_expires_at = NULL, attempts = 0, error = $1, updated_at = $2
-                             WHERE id = $3 AND lease_owner = $4 AND cancel_requested AND status = 'waiting'",
-                        )
-                        .bind(Json(serde_json::json!({"message": "run was cancelled"})))
-                        .bind(crewgraph_engine::now_ms())
-                        .bind(run_id)
-                        .bind(worker)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db)?
-                        .rows_affected()
-                            == 1;
-                        if cancelled {
-                            break;
-                        }
-                        let released = sqlx::query(
-                            "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, attempts = 0,
-                               queue_state = CASE WHEN status = 'waiting' AND NOT EXISTS (
-                                   SELECT 1 FROM approvals a WHERE a.run_id = runs.id AND a.status = 'pending')
-                                 THEN 'ready' ELSE NULL END
-                             WHERE id = $1 AND lease_owner = $2 AND NOT (cancel_requested AND status = 'waiting')",
-                        )
-                        .bind(run_id)
-                        .bind(worker)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db)?
-                        .rows_affected();
-                        let ours: Option<(String,)> = sqlx::query_as("SELECT id FROM runs WHERE id = $1 AND lease_owner = $2")
-                            .bind(run_id)
-                            .bind(worker)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(db)?;
-                        if released == 1 || ours.is_none() {
-                            break;
-                        }
-                    }
-                    if cancelled {
-                        sqlx::query("UPDATE approvals SET status = 'expired' WHERE run_id = $1 AND status = 'pending'")
-                            .bind(run_id)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(db)?;
-                        let by: Option<(Option<String>,)> = sqlx::query_as("SELECT rolled_back_by FROM runs WHERE id = $1")
-                            .bind(run_id)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(db)?;
-                        if let Some((Some(by),)) = by {
-                            sqlx::query("UPDATE runs SET error = $1 WHERE id = $2")
-                                .bind(Json(serde_json::json!({"message": format!("rolled back by run {by}")})))
-                                .bind(run_id)
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(db)?;
-                        }
-                    }
-                    tx.commit().await.map_err(db)?;
-                    self.wake_workers(run_id).await?;
-                    if !cancelled {
+                    // The common case, one statement. It leaves alone a run that waits with a
+                    // cancellation requested; a request that comes after it finds the run
+                    // no longer leased and cancels it itself (`cancel_active`).
+                    let released = sqlx::query(
+                        "UPDATE runs SET lease_owner = NULL, lease_expires_at = NULL, attempts = 0,
+                           queue_state = CASE WHEN status = 'waiting' AND NOT EXISTS (
+                               SELECT 1 FROM approvals a WHERE a.run_id = runs.id AND a.status = 'pending')
+                             THEN 'ready' ELSE NULL END
+                         WHERE id = $1 AND lease_owner = $2 AND NOT (cancel_requested AND status = 'waiting')",
+                    )
+                    .bind(run_id)
+                    .bind(worker)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(db)?
+                    .rows_affected();
+                    if released == 1 {
+                        self.wake_workers(run_id).await?;
                         return Ok(None);
                     }
+                    // The heartbeat that would have carried the cancellation came too late.
+                    let mut tx = self.pool.begin_with($begin).await.map_err(db)?;
+                    let rolled_back_by: Option<(Option<String>,)> = sqlx::query_as(
+                        "SELECT rolled_back_by FROM runs
+                         WHERE id = $1 AND lease_owner = $2 AND cancel_requested AND status = 'waiting'",
+                    )
+                    .bind(run_id)
+                    .bind(worker)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                    let Some((rolled_back_by,)) = rolled_back_by else {
+                        // Not ours any more: another worker holds it, or it was settled.
+                        return Ok(None);
+                    };
+                    let message = match rolled_back_by {
+                        Some(by) => format!("rolled back by run {by}"),
+                        None => "run was cancelled".to_string(),
+                    };
+                    sqlx::query(
+                        "UPDATE runs SET status = 'cancelled', queue_state = NULL, lease_owner = NULL,
+                           lease_expires_at = NULL, attempts = 0, error = $1, updated_at = $2
+                         WHERE id = $3 AND lease_owner = $4 AND cancel_requested AND status = 'waiting'",
+                    )
+                    .bind(Json(serde_json::json!({"message": message})))
+                    .bind(crewgraph_engine::now_ms())
+                    .bind(run_id)
+                    .bind(worker)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                    sqlx::query("UPDATE approvals SET status = 'expired' WHERE run_id = $1 AND status = 'pending'")
+                        .bind(run_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    tx.commit().await.map_err(db)?;
+                    self.wake_workers(run_id).await?;
                     let row = sqlx::query(sql(format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1")))
                         .bind(run_id)
                         .fetch_optional(&self.pool)

@@ -28,12 +28,11 @@ use crate::state::AppState;
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     let mut graphs = Vec::new();
     for name in state.definitions.file_names() {
-        graphs.push(summary(&name, None, state.definitions.latest(&caller.tenant, &name).await?));
+        graphs.push(summary(&name, None, state.definitions.file(&name)));
     }
     for g in state.definitions.registered(&caller.tenant).await? {
         if !state.definitions.is_file(&g.name) {
-            let lookup = state.definitions.latest(&caller.tenant, &g.name).await?;
-            graphs.push(summary(&g.name, Some(&g), lookup));
+            graphs.push(summary(&g.name, Some(&g), state.definitions.compile(&g).await?));
         }
     }
     Ok(Json(Value::Array(graphs)))
@@ -45,16 +44,14 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
     responses((status = 200, description = "as in the list, plus `definition` (the registered text)", body = Object),
               (status = 404, description = "no such graph for this tenant", body = crate::openapi::ErrorDoc)))]
 pub async fn get(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
-    let lookup = state.definitions.latest(&caller.tenant, &name).await?;
-    if matches!(lookup, Lookup::Unknown) {
-        return Err(ApiError::not_found("graph", &name));
-    }
     if state.definitions.is_file(&name) {
-        return Ok(Json(summary(&name, None, lookup)));
+        return Ok(Json(summary(&name, None, state.definitions.file(&name))));
     }
-    let registered = state.definitions.store().registered_graph(&caller.tenant, &name, None).await?;
-    let mut body = summary(&name, registered.as_ref(), lookup);
-    if let (Some(g), Value::Object(fields)) = (registered, &mut body) {
+    let Some(g) = state.definitions.store().registered_graph(&caller.tenant, &name, None).await? else {
+        return Err(ApiError::not_found("graph", &name));
+    };
+    let mut body = summary(&name, Some(&g), state.definitions.compile(&g).await?);
+    if let Value::Object(fields) = &mut body {
         fields.insert("definition".into(), Value::String(g.source));
     }
     Ok(Json(body))

@@ -49,6 +49,8 @@ impl BuiltNode {
     }
 }
 
+/// Clones share the memory handle.
+#[derive(Clone)]
 pub struct Registry {
     kinds: BTreeMap<String, NodeKind>,
     /// The memory `retrieve` nodes and tools and crews with knowledge or
